@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make train` (embedded default dataset) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test test-all clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt > $(VENV)/pip.log 2>&1 || (grep -v "is ignored: it is neither" $(VENV)/pip.log; exit 1)
+	$(PY) -c "import torch, lightning, torch_geometric, scanpy"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The embedded default: scanpy's bundled PBMC 68k subset (700 cells, works offline).
+train: $(STAMP)
+	$(PY) train.py --dataset pbmc68k $(ARGS)
+
+# The default test run (slow tests excluded); `make test-all` runs everything.
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,265 @@
+"""The LightningDataModule: everything built once in ``setup()``, one full-graph batch served.
+
+registry/file → load → preprocess → graphs → a PyG ``Data`` holding
+``x`` (N, h) model input, ``x_mlp`` = F^{t₁}X and ``x_gnn`` = F^{t₂}X (N, h), ``cell_graph`` A
+(N, N, sparse CSR, binary, no self loops), ``cell_filter`` F (N, N, sparse CSR), ``gene_filter``
+F_G (h, h, sparse CSR), ``y`` (N,) int64 label codes (-1 = no label) when labels exist, ``coords``
+(N, 2) when spatial. The preprocessed AnnData with both graphs is cached on disk, keyed by the
+source file(s) and every preprocessing parameter, so a second run skips straight to the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules import graphs
+from datamodules.loading import LABEL, Loaded, from_anndata, load_dataset, load_file
+from datamodules.preprocess import preprocess
+from scrcl.errors import UserError
+
+CACHE_VERSION = 1  # bump when preprocessing or graph building changes
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("SCRCL_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "scrcl"
+
+
+def to_torch_csr(matrix: sp.spmatrix) -> torch.Tensor:
+    m = matrix.tocsr().astype(np.float32)
+    m.sort_indices()
+    # torch warns (once per process, on stderr) that sparse CSR is "beta"; a user cannot act on it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        warnings.filterwarnings("ignore", message=".*Sparse invariant checks are implicitly disabled.*")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(m.indptr.astype(np.int64)),
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.data),
+            size=m.shape,
+        )
+
+
+def _identity_of(files: dict) -> list:
+    out = []
+    for role, path in sorted(files.items()):
+        st = Path(path).stat()
+        out.append([role, str(Path(path).resolve()), st.st_size, int(st.st_mtime)])
+    return out
+
+
+class ScRCLDataModule(L.LightningDataModule):
+    """Serves the whole dataset as one batch (full-graph training, as in the paper).
+
+    Give exactly one of ``dataset`` (a registry name), ``data`` (a path) or ``adata`` (in memory).
+    """
+
+    def __init__(
+        self,
+        *,
+        dataset: str | None = None,
+        data: str | os.PathLike | None = None,
+        adata=None,
+        data_dir: str | os.PathLike | None = None,
+        label_key: str | None = None,
+        n_clusters: int | None = None,
+        task: str | None = None,
+        input: str = "counts",
+        hvg: int = 2000,
+        k: int = 15,
+        gene_k: int = 5,
+        tms=(0, 0),
+        gene_graph: str = "knn",
+        cache: bool = True,
+        progress: bool = True,
+        **_ignored,
+    ):
+        super().__init__()
+        given = [v is not None for v in (dataset, data, adata)]
+        if sum(given) != 1:
+            raise UserError("give exactly one of --dataset NAME or --data PATH")
+        self.dataset, self.data, self.adata_in = dataset, data, adata
+        self.data_dir, self.label_key, self.requested_clusters = data_dir, label_key, n_clusters
+        self.task = task
+        self.params = {"input": input, "hvg": int(hvg), "k": int(k), "gene_k": int(gene_k), "gene_graph": gene_graph}
+        self.tms = tuple(int(t) for t in tms)
+        self.use_cache = cache and adata is None
+        self.progress = progress
+        self.batch = None
+        self.prepared = None  # the preprocessed AnnData (HVGs), for results and analyses
+        self.timings: dict[str, float] = {}
+
+    # -- building ---------------------------------------------------------------------------------
+    def _load(self) -> Loaded:
+        if self.dataset is not None:
+            loaded = load_dataset(self.dataset, self.data_dir, progress=self.progress)
+            if self.task and self.task != loaded.task:
+                loaded.task = self.task
+            return loaded
+        if self.data is not None:
+            return load_file(self.data, label_key=self.label_key, task=self.task)
+        return from_anndata(self.adata_in, label_key=self.label_key, task=self.task)
+
+    def _build(self, loaded: Loaded):
+        params = self.params
+        prepared = preprocess(loaded.adata, task=loaded.task, input=params["input"], hvg=params["hvg"], drop_unlabelled=loaded.task == "st")
+        if prepared.n_obs < params["k"] + 1:
+            raise UserError(f"only {prepared.n_obs} cells left after filtering but k = {params['k']}; use a smaller --k")
+        if loaded.task == "st":
+            cell_graph = graphs.spatial_graph(prepared.obsm["spatial"], params["k"])
+        else:
+            cell_graph = graphs.expression_graph(prepared.layers["lognorm"], params["k"])
+        if params["gene_graph"] == "identity":
+            gene_graph = sp.csr_matrix((prepared.n_vars, prepared.n_vars), dtype=np.float32)
+        else:
+            gene_graph = graphs.gene_graph(prepared.X, params["gene_k"])
+        prepared.obsp["cell_graph"] = cell_graph
+        prepared.varp["gene_graph"] = gene_graph
+        prepared.uns["provenance"] = json.dumps(loaded.provenance)
+        return prepared
+
+    def _cache_key(self, loaded_files: dict, task: str) -> str:
+        payload = {
+            "v": CACHE_VERSION,
+            "dataset": self.dataset,
+            "files": _identity_of(loaded_files),
+            "label_key": self.label_key,
+            "task": task,
+            **self.params,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _prepared(self):
+        import anndata as ad
+
+        t0 = time.perf_counter()
+        loaded = self._load()
+        self.timings["load_s"] = time.perf_counter() - t0
+        path = None
+        if self.use_cache:
+            key = self._cache_key(loaded.provenance["files"], loaded.task)
+            path = cache_dir() / f"{loaded.provenance['dataset']}-{key}.h5ad"
+            if path.exists():
+                try:
+                    prepared = ad.read_h5ad(path)
+                    self.timings["cache"] = "hit"
+                    return prepared, loaded.task
+                except Exception:
+                    path.unlink(missing_ok=True)  # a broken cache entry is rebuilt, never trusted
+        t1 = time.perf_counter()
+        prepared = self._build(loaded)
+        self.timings["build_s"] = time.perf_counter() - t1
+        self.timings["cache"] = "miss"
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".h5ad")
+            os.close(fd)
+            try:
+                prepared.write_h5ad(tmp)
+                os.replace(tmp, path)  # readers never see a half-written cache file
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        return prepared, loaded.task
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.batch is not None:
+            return
+        t0 = time.perf_counter()
+        prepared, task = self._prepared()
+        self.task = task
+        self.prepared = prepared
+        self.provenance = json.loads(prepared.uns["provenance"])
+        self.batch = self._to_batch(prepared)
+        self.timings["setup_s"] = time.perf_counter() - t0
+
+    def _to_batch(self, prepared):
+        from torch_geometric.data import Data
+
+        # Labels and the number of clusters first: a bad --n-clusters fails before any heavy work.
+        self.label_names = None
+        codes = None
+        if LABEL in prepared.obs and prepared.obs[LABEL].notna().any():
+            labels = prepared.obs[LABEL].astype("category")
+            labels = labels.cat.remove_unused_categories()
+            self.label_names = list(labels.cat.categories)
+            codes = labels.cat.codes.to_numpy().astype(np.int64)
+        n_clusters = self.requested_clusters or (len(self.label_names) if self.label_names else None)
+        if n_clusters is None:
+            raise UserError("the data have no labels, so the number of clusters is unknown; pass --n-clusters C")
+        if n_clusters > prepared.n_obs:
+            raise UserError(f"n_clusters = {n_clusters} is more than the {prepared.n_obs} cells; use a smaller --n-clusters")
+        self.n_clusters = int(n_clusters)
+
+        x = np.asarray(prepared.X, dtype=np.float32)
+        cell_graph = prepared.obsp["cell_graph"].tocsr()
+        cell_filter = graphs.normalized_adjacency(cell_graph)
+        gene_filter = graphs.normalized_adjacency(prepared.varp["gene_graph"].tocsr())
+        t_mlp, t_gnn = self.tms
+        x_mlp = graphs.smooth(cell_filter, x, t_mlp)
+        x_gnn = x_mlp if t_gnn == t_mlp else graphs.smooth(cell_filter, x, t_gnn)
+        batch = Data(
+            x=torch.from_numpy(x),
+            x_mlp=torch.from_numpy(x_mlp),
+            x_gnn=torch.from_numpy(x_gnn),
+            cell_graph=to_torch_csr(cell_graph),
+            cell_filter=to_torch_csr(cell_filter),
+            gene_filter=to_torch_csr(gene_filter),
+            num_nodes=prepared.n_obs,
+        )
+        if codes is not None:
+            batch.y = torch.from_numpy(codes)
+        if "spatial" in prepared.obsm:
+            batch.coords = torch.from_numpy(np.asarray(prepared.obsm["spatial"], dtype=np.float32))
+        return batch
+
+    # -- facts the model needs ----------------------------------------------------------------------
+    @property
+    def n_cells(self) -> int:
+        return int(self.batch.num_nodes)
+
+    @property
+    def n_genes(self) -> int:
+        return int(self.batch.x.shape[1])
+
+    @property
+    def has_labels(self) -> bool:
+        return getattr(self.batch, "y", None) is not None
+
+    def summary(self) -> str:
+        b = self.batch
+        info = self.prepared.uns["preprocess"]
+        parts = [
+            f"{self.provenance['dataset']} ({self.task}): {self.n_cells} cells x {self.n_genes} genes",
+            f"input={info['input_used']}" + (" (already normalised)" if info["already_normalised"] else ""),
+            f"cell graph {b.cell_graph.values().numel()} edges (k={self.params['k']})",
+            f"gene graph {int(b.gene_filter.values().numel()) - self.n_genes} edges",
+            f"tms={list(self.tms)}",
+            f"clusters={self.n_clusters}",
+            f"labels={len(self.label_names)} classes" if self.label_names else "no labels",
+        ]
+        return "; ".join(parts)
+
+    # -- loaders: one full-graph batch ---------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        return DataLoader([self.batch], batch_size=None, collate_fn=lambda b: b, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()

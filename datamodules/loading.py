@@ -1,0 +1,123 @@
+"""From a dataset name or a user's file to one AnnData with labels in ``obs['label']``.
+
+Resolves the data directory, picks the registry source (local first, then download), reads it and
+checks the values. Cells (spots) without a label are kept here; the preprocessing decides.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from datamodules.download import fetch
+from datamodules.readers import READERS, sniff_reader, unify_label_vocabulary
+from datamodules.registry import DatasetSpec, Source, get_spec
+from scrcl.errors import UserError
+
+LABEL = "label"  # the obs column every later stage reads
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``--data-dir`` > ``SCRCL_DATA_DIR`` > ``./data``."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("SCRCL_DATA_DIR")
+    return Path(env).expanduser() if env else Path("data")
+
+
+@dataclass
+class Loaded:
+    adata: "AnnData"
+    task: str
+    provenance: dict  # what was read: dataset, reader, files, note
+
+
+def _choose_source(spec: DatasetSpec, data_dir: Path) -> Source:
+    for source in spec.sources:
+        if all((data_dir / f.path).exists() for f in source.files.values()):
+            return source
+    for source in spec.sources:
+        missing = [f for f in source.files.values() if not (data_dir / f.path).exists()]
+        if all(f.urls for f in missing):
+            return source
+    expected = " or ".join(str(data_dir / next(iter(s.files.values())).path) for s in spec.sources if s.files)
+    raise UserError(f"dataset '{spec.name}': no file found (expected {expected}) and none can be downloaded automatically; get it from {spec.hint}")
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = True) -> Loaded:
+    """A registry dataset: local file(s) if present, otherwise downloaded (checksum-verified)."""
+    spec = get_spec(name)
+    root = resolve_data_dir(data_dir)
+    source = _choose_source(spec, root)
+    try:
+        paths = {role: fetch(root / f.path, f.urls, f.sha256, progress=progress) for role, f in source.files.items()}
+    except UserError as err:
+        others = [str(root / next(iter(s.files.values())).path) for s in spec.sources if s is not source and s.files]
+        also = f" (also accepted instead: {', '.join(others)})" if others else ""
+        raise UserError(f"dataset '{spec.name}': {err}{also}") from None
+    reader = READERS[source.reader]
+    if source.reader == "visium":
+        adata = reader(**paths, **source.options)
+    else:
+        adata = reader(paths.get("data"), **source.options)
+    _attach_labels(adata, spec.label_key, required=True, where=f"dataset '{spec.name}'")
+    provenance = {
+        "dataset": spec.name,
+        "reader": source.reader,
+        "files": {role: str(p) for role, p in paths.items()},
+        "source_note": source.note,
+        "paper_dataset": spec.paper,
+        "n_classes_registry": spec.n_classes,
+    }
+    return Loaded(adata, spec.task, provenance)
+
+
+def load_file(path: str | os.PathLike, *, label_key: str | None = None, task: str | None = None) -> Loaded:
+    """A user's own file or Visium folder; labels optional (then no scores are reported)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path} does not exist; check the path given to --data")
+    reader = sniff_reader(path)
+    adata = READERS[reader](path)
+    if label_key is not None:
+        _attach_labels(adata, label_key, required=True, where=str(path))
+    task = task or ("st" if "spatial" in adata.obsm else "sc")
+    return Loaded(adata, task, {"dataset": path.stem, "reader": reader, "files": {"data": str(path)}, "paper_dataset": False})
+
+
+def from_anndata(adata, *, label_key: str | None = None, task: str | None = None) -> Loaded:
+    """An in-memory AnnData (the Python API). Copies, so the caller's object is never modified."""
+    adata = adata.copy()
+    if label_key is not None:
+        _attach_labels(adata, label_key, required=True, where="the AnnData")
+    task = task or ("st" if "spatial" in adata.obsm else "sc")
+    return Loaded(adata, task, {"dataset": "anndata", "reader": "memory", "files": {}, "paper_dataset": False})
+
+
+def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) -> None:
+    if label_key is None:
+        return
+    if label_key not in adata.obs:
+        columns = ", ".join(map(str, adata.obs.columns)) or "none"
+        raise UserError(f"label key '{label_key}' not found in {where}; obs columns are: {columns} (pass --label-key COLUMN, or omit it and give --n-clusters)")
+    values = adata.obs[label_key]
+    values = values.astype(object).where(values.notna(), None)
+    values = values.map(lambda v: None if v is None or (isinstance(v, str) and v.strip().lower() in ("", "nan", "na")) else str(v))
+    adata.obs[LABEL] = pd.Categorical(unify_label_vocabulary(values))
+
+
+def check_values(adata) -> None:
+    """Expression must be finite and non-negative (counts or log-normalised values)."""
+    data = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
+    if data.size and not np.all(np.isfinite(data)):
+        raise UserError("the expression matrix contains NaN or infinite values; remove or impute them before running scrcl")
+    if data.size and data.min() < 0:
+        raise UserError(
+            "the expression matrix has negative values (it looks scaled or centred); give counts or log-normalised values "
+            "(e.g. adata.raw or a counts layer)"
+        )

@@ -1,0 +1,115 @@
+"""Scoring a finished clustering against cell annotations.
+
+Labels only ever score a result; nothing here feeds back into training.
+
+Cluster ids are arbitrary, so ACC and F1 first match predicted clusters to true labels one-to-one
+with the Hungarian algorithm on the contingency table (maximising the number of cells that agree).
+When there are more predicted clusters than true labels, the surplus clusters stay unmatched; a
+matched pair with zero overlap is also treated as unmatched (it agrees on no cell, and dropping it
+keeps the mapping independent of how the solver breaks ties between zero-weight pairs). Cells in
+an unmatched cluster are always counted as wrong.
+
+Inputs may be lists, numpy arrays, pandas Series or Categoricals, holding ints or strings. They
+are never modified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
+
+__all__ = ["match_clusters", "cluster_acc", "macro_f1", "clustering_scores"]
+
+
+def _encode(y, name: str) -> tuple[list, np.ndarray]:
+    """Return (distinct labels, integer code of each cell); sorted labels when they are orderable."""
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    try:
+        uniques, codes = np.unique(arr, return_inverse=True)
+        return uniques.tolist(), codes.reshape(-1).astype(np.int64, copy=False)
+    except TypeError:  # mixed, unorderable labels (e.g. ints and strings): order of first appearance
+        index: dict = {}
+        codes = np.fromiter((index.setdefault(v, len(index)) for v in arr.tolist()), np.int64, arr.size)
+        return list(index), codes
+
+
+def _prepare(y_true, y_pred):
+    true_labels, t = _encode(y_true, "y_true")
+    pred_labels, p = _encode(y_pred, "y_pred")
+    if t.size != p.size:
+        raise ValueError(f"y_true and y_pred must have the same length, got {t.size} and {p.size}")
+    if t.size == 0:
+        raise ValueError("cannot score an empty clustering: y_true and y_pred have no cells")
+    return true_labels, t, pred_labels, p
+
+
+def _match_codes(t: np.ndarray, p: np.ndarray, n_true: int, n_pred: int):
+    """Hungarian matching on codes: (pred code -> true code or -1, number of agreeing cells)."""
+    table = np.bincount(t * n_pred + p, minlength=n_true * n_pred).reshape(n_true, n_pred)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    mapping = np.full(n_pred, -1, dtype=np.int64)
+    overlap = table[rows, cols]
+    keep = overlap > 0
+    mapping[cols[keep]] = rows[keep]
+    return mapping, int(overlap.sum())
+
+
+def _macro_f1_codes(t: np.ndarray, p: np.ndarray, mapping: np.ndarray, n_true: int) -> float:
+    matched = mapping[p]
+    matched[matched < 0] = n_true  # sentinel class, outside the true classes
+    return float(
+        f1_score(t, matched, labels=np.arange(n_true), average="macro", zero_division=0.0)
+    )
+
+
+def match_clusters(y_true, y_pred) -> dict:
+    """Best one-to-one map from predicted cluster to true label (Hungarian, maximum agreement).
+
+    Every predicted cluster is a key; clusters left unmatched (surplus clusters, or matches that
+    share no cell) map to ``None``.
+    """
+    true_labels, t, pred_labels, p = _prepare(y_true, y_pred)
+    mapping, _ = _match_codes(t, p, len(true_labels), len(pred_labels))
+    return {
+        pred_labels[j]: (true_labels[i] if i >= 0 else None) for j, i in enumerate(mapping.tolist())
+    }
+
+
+def cluster_acc(y_true, y_pred) -> float:
+    """Clustering accuracy: fraction of cells whose matched cluster label equals the truth.
+
+    Cells in unmatched clusters count as wrong.
+    """
+    true_labels, t, pred_labels, p = _prepare(y_true, y_pred)
+    _, agree = _match_codes(t, p, len(true_labels), len(pred_labels))
+    return agree / t.size
+
+
+def macro_f1(y_true, y_pred) -> float:
+    """Macro F1 of the matched predictions, averaged over the true classes only.
+
+    Each predicted cluster is relabelled with its matched true label; cells of unmatched clusters
+    get a label that is not among the true ones (false negatives for their true class, never a
+    positive for any class). The unweighted mean of per-class F1 runs over the true classes;
+    a true class that no cluster matched scores 0.
+    """
+    true_labels, t, pred_labels, p = _prepare(y_true, y_pred)
+    n_true = len(true_labels)
+    mapping, _ = _match_codes(t, p, n_true, len(pred_labels))
+    return _macro_f1_codes(t, p, mapping, n_true)
+
+
+def clustering_scores(y_true, y_pred) -> dict[str, float]:
+    """All four scores: ``acc``, ``nmi`` (arithmetic normalisation), ``ari`` and macro ``f1``."""
+    true_labels, t, pred_labels, p = _prepare(y_true, y_pred)
+    n_true = len(true_labels)
+    mapping, agree = _match_codes(t, p, n_true, len(pred_labels))
+    return {
+        "acc": agree / t.size,
+        "nmi": float(normalized_mutual_info_score(t, p, average_method="arithmetic")),
+        "ari": float(adjusted_rand_score(t, p)),
+        "f1": _macro_f1_codes(t, p, mapping, n_true),
+    }

@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Score clusterings against annotations, and tabulate many runs.
+
+  python evaluate.py RUN_DIR                       re-score a run directory's result.h5ad
+  python evaluate.py --pred P --dataset NAME       a predicted-label file against a dataset's labels
+  python evaluate.py --pred P --labels T --label-key COL   ... against a label table (TSV/CSV)
+  python evaluate.py --aggregate RUN_DIR... [--table OUT.md]   mean ± std per dataset and metric
+
+Predicted-label files: one label per line (.txt/.csv), or a MATLAB .mat (key ``--pred-key``, default
+the first array; the reference code's ``pred_label_dict_*.mat``). They are matched to the labelled
+cells in file order, unlabelled cells dropped — the reference code's convention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from scrcl.errors import UserError
+
+SCORES = ("acc", "nmi", "ari", "f1")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"error: {message} (see python evaluate.py --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def read_predictions(path: Path, key: str | None = None) -> np.ndarray:
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    if path.suffix == ".mat":
+        from scipy.io import loadmat
+
+        try:
+            content = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
+        except Exception as err:
+            raise UserError(f"cannot read {path} as a MATLAB file ({err})")
+        if key is None:
+            key = sorted(content)[0]
+        if key not in content:
+            raise UserError(f"{path} has no key '{key}'; keys: {', '.join(sorted(content))}")
+        return np.asarray(content[key]).ravel().astype(str)
+    lines = [line.strip().split(",")[-1] for line in path.read_text().splitlines() if line.strip()]
+    return np.asarray(lines, dtype=str)
+
+
+def read_label_table(path: Path, label_key: str) -> np.ndarray:
+    import pandas as pd
+
+    from datamodules.readers import unify_label_vocabulary
+
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", index_col=0)
+    if label_key not in table:
+        raise UserError(f"label key '{label_key}' not in {path}; columns: {', '.join(map(str, table.columns))}")
+    labels = unify_label_vocabulary(table[label_key])
+    return labels.to_numpy(dtype=object)
+
+
+def dataset_labels(name: str, data_dir: str | None) -> np.ndarray:
+    from datamodules.loading import LABEL, load_dataset
+
+    adata = load_dataset(name, data_dir, progress=False).adata
+    return adata.obs[LABEL].to_numpy(dtype=object)
+
+
+def score(truth: np.ndarray, pred: np.ndarray) -> dict:
+    from scrcl.metrics import clustering_scores
+
+    known = np.array([t is not None and t == t for t in truth])  # drop None/NaN
+    truth = truth[known].astype(str)
+    if len(pred) == len(known) and len(pred) != len(truth):
+        pred = pred[known]
+    if len(pred) != len(truth):
+        raise UserError(f"{len(pred)} predictions but {len(truth)} labelled cells; the files do not belong together")
+    return clustering_scores(truth, pred)
+
+
+def score_run(run_dir: Path) -> dict:
+    import anndata as ad
+
+    path = run_dir / "result.h5ad"
+    if not path.exists():
+        raise UserError(f"{run_dir} has no result.h5ad; is it a finished run directory?")
+    res = ad.read_h5ad(path)
+    if "label" not in res.obs:
+        raise UserError(f"{run_dir} has no labels to score against (the run had none)")
+    return score(res.obs["label"].to_numpy(dtype=object), res.obs["scrcl_cluster"].to_numpy().astype(str))
+
+
+def collect_runs(paths: list[Path]) -> list[dict]:
+    runs = []
+    for root in paths:
+        for metrics_path in sorted(Path(root).rglob("metrics.json")):
+            runs.append(json.loads(metrics_path.read_text()))
+    if not runs:
+        raise UserError(f"no metrics.json under {', '.join(map(str, paths))}")
+    return runs
+
+
+def aggregate_table(runs: list[dict]) -> str:
+    """Markdown: one row per dataset, mean ± std over its runs (final-epoch figures)."""
+    by_dataset: dict[str, list[dict]] = {}
+    for run in runs:
+        by_dataset.setdefault(run.get("dataset", "?"), []).append(run)
+    lines = ["| dataset | runs | " + " | ".join(k.upper() for k in SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
+    for name, group in sorted(by_dataset.items()):
+        cells = []
+        for key in SCORES:
+            values = np.array([r[key] for r in group if key in r], dtype=float)
+            cells.append(f"{values.mean():.4f} ± {values.std():.4f}" if values.size else "–")
+        lines.append(f"| {name} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = _Parser(prog="evaluate.py", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="run directories")
+    parser.add_argument("--pred", type=Path, help="predicted-label file (.txt/.csv/.mat)")
+    parser.add_argument("--pred-key", help="key inside a .mat file")
+    parser.add_argument("--dataset", help="registry dataset whose labels score --pred")
+    parser.add_argument("--data-dir", help="data directory for --dataset")
+    parser.add_argument("--labels", type=Path, help="label table (TSV/CSV, first column the cell id)")
+    parser.add_argument("--label-key", help="column of --labels")
+    parser.add_argument("--aggregate", action="store_true", help="tabulate every metrics.json under the run dirs")
+    parser.add_argument("--table", type=Path, help="write the aggregate table to this markdown file")
+    args = parser.parse_args(argv)
+    try:
+        if args.aggregate:
+            from scrcl.runner import atomic_write_text
+
+            table = aggregate_table(collect_runs(args.run_dirs))
+            if args.table:
+                atomic_write_text(args.table, table)
+            print(table, end="")
+            return 0
+        if args.pred is not None:
+            pred = read_predictions(args.pred, args.pred_key)
+            if args.dataset:
+                truth = dataset_labels(args.dataset, args.data_dir)
+            elif args.labels and args.label_key:
+                truth = read_label_table(args.labels, args.label_key)
+            else:
+                raise UserError("--pred needs --dataset NAME, or --labels TABLE with --label-key COLUMN")
+            scores = score(truth, pred)
+        elif len(args.run_dirs) == 1:
+            scores = score_run(args.run_dirs[0])
+        else:
+            raise UserError("give one run directory, --pred with labels, or --aggregate with run directories")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(" ".join(f"{k.upper()} {scores[k]:.4f}" for k in SCORES))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Callbacks: k-means + scores every N epochs, UMAP plots, and the label-free final result.
+
+Labels only ever *score*: the reported result is the final epoch's clustering. The evaluation
+history is kept so that the best-by-label epoch can be written beside it as ``oracle_*`` — a figure
+for comparing with the paper's protocol, never the result.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+
+from scrcl.clustering import kmeans, refine_spatial
+from scrcl.metrics import clustering_scores
+
+SCORES = ("acc", "nmi", "ari", "f1")
+
+
+class ClusteringEvaluator(L.Callback):
+    """Every ``every`` epochs and after the last one: embed, k-means, score, log; UMAP now and then."""
+
+    def __init__(self, batch, n_clusters: int, seed: int, every: int, run_dir: Path | None = None, umap_every: int = 5,
+                 radius: int = 0, label_names: list[str] | None = None):
+        self.batch = batch
+        self.n_clusters = n_clusters
+        self.seed = seed
+        self.every = every
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.umap_every = umap_every
+        self.radius = radius
+        self.label_names = label_names
+        self.history: list[dict] = []
+        self.final: dict | None = None
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _labels(self):
+        y = getattr(self.batch, "y", None)
+        if y is None:
+            return None, None
+        y = y.cpu().numpy()
+        return y, y >= 0
+
+    def cluster(self, pl_module) -> tuple[np.ndarray, dict]:
+        """Embedding (N, D) as float32 numpy and the clustering of it, with scores when labels exist."""
+        batch = self.batch.to(pl_module.device)
+        embedding = pl_module.embed(batch).float().cpu().numpy()
+        pred = kmeans(embedding, self.n_clusters, seed=self.seed)
+        result = {"embedding": embedding, "pred_unrefined": pred, "pred": pred}
+        if self.radius > 0 and getattr(self.batch, "coords", None) is not None:
+            result["pred"] = refine_spatial(pred, self.batch.coords.cpu().numpy(), self.radius)
+        y, known = self._labels()
+        scores = {}
+        if y is not None:
+            scores = clustering_scores(y[known], result["pred"][known])
+            if self.radius > 0 and getattr(self.batch, "coords", None) is not None:
+                unrefined = clustering_scores(y[known], pred[known])
+                scores.update({f"{k}_unrefined": v for k, v in unrefined.items()})
+        return result, scores
+
+    def _evaluate(self, trainer, pl_module, final: bool):
+        epoch = trainer.current_epoch + 1  # epochs completed
+        t0 = time.perf_counter()
+        result, scores = self.cluster(pl_module)
+        record = {"epoch": epoch, **scores, "kmeans_s": time.perf_counter() - t0}
+        if not self.history or self.history[-1]["epoch"] != epoch:
+            self.history.append(record)
+        if scores:
+            pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, batch_size=1)
+        n_evals = len(self.history)
+        if final or (self.umap_every > 0 and n_evals % self.umap_every == 0):
+            self._plot(trainer, result, epoch, final)
+        if final:
+            self.final = {"epoch": epoch, "scores": scores, **result}
+
+    def _plot(self, trainer, result, epoch, final):
+        if self.run_dir is None:
+            return
+        from scrcl.plots import umap_figure
+
+        y, _ = self._labels()
+        truth = None
+        if y is not None:
+            names = self.label_names or [str(i) for i in range(int(y.max()) + 1)]
+            truth = np.array([names[v] if v >= 0 else "unlabelled" for v in y], dtype=object)
+        path = self.run_dir / ("umap_final.png" if final else f"umap/epoch_{epoch:04d}.png")
+        umap_figure(result["embedding"], result["pred"], truth, path, title=f"scRCL embedding, epoch {epoch}", seed=self.seed)
+        for logger in trainer.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if log_image is not None:
+                log_image(key="umap_final" if final else "umap", images=[str(path)], step=trainer.global_step)
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        last = epoch >= trainer.max_epochs
+        if last or (self.every > 0 and epoch % self.every == 0):
+            self._evaluate(trainer, pl_module, final=last)
+
+    def state_dict(self):
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict):
+        self.history = list(state_dict.get("history", []))
+
+    def oracle(self) -> dict:
+        """Best-by-NMI (ARI for spatial) epoch over the evaluations: for comparison only, never reported."""
+        scored = [h for h in self.history if "nmi" in h]
+        if not scored:
+            return {}
+        key = "ari" if self.radius > 0 else "nmi"
+        top = max(scored, key=lambda h: h[key])
+        return {"oracle_epoch": top["epoch"], **{f"oracle_{k}": top[k] for k in SCORES}}
+

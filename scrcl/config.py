@@ -1,0 +1,160 @@
+"""The run configuration: one flat dict, resolved in a fixed order.
+
+generic defaults of the task (``configs/generic_{sc,st}.yaml``) < ``configs/datasets/NAME.yaml``
+(published settings of the paper's datasets only) < ``--config FILE`` < command-line flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from scrcl.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Keys that are about the run, not the method (the method's keys are in the generic YAMLs).
+RUN_DEFAULTS = {
+    "dataset": None,
+    "data": None,
+    "label_key": None,
+    "n_clusters": None,
+    "data_dir": None,
+    "seed": 5,
+    "seeds": None,
+    "eval_every": 10,
+    "umap_every": 5,  # a UMAP every this many evaluations (and always at the end)
+    "checkpoint_every": 50,
+    "accelerator": "auto",
+    "devices": 1,
+    "precision": "32-true",
+    "logger": "wandb",
+    "output": "runs",
+    "run_name": None,
+    "resume": None,
+    "cache": True,
+    "refine": True,  # cluster on the refined Z = [Zᵐ‖Zᵍ]; False clusters on [Eᵐ‖Eᵍ] (ablation)
+    "views": "both",  # both | mlp | gnn (ablation)
+    "gene_graph": "knn",  # knn | identity (ablation)
+    "progress": True,
+}
+
+TYPES = {
+    "hvg": int, "k": int, "gene_k": int, "hidden_dim": int, "epochs": int, "seed": int, "eval_every": int,
+    "umap_every": int, "checkpoint_every": int, "radius": int, "n_clusters": int,
+    "lr": float, "weight_decay": float, "dropout": float, "alpha": float, "beta": float, "tau": float, "hea_weight": float,
+}
+CHOICES = {
+    "task": ("sc", "st"), "input": ("counts", "lognorm", "scaled"), "loss_impl": ("linear", "dense"),
+    "logger": ("wandb", "csv", "none"), "views": ("both", "mlp", "gnn"), "gene_graph": ("knn", "identity"),
+}
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist")
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})")
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def generic_config(task: str) -> dict:
+    if task not in CHOICES["task"]:
+        raise UserError(f"task must be 'sc' or 'st', got '{task}'")
+    return _read_yaml(CONFIG_DIR / f"generic_{task}.yaml")
+
+
+def dataset_config(name: str) -> dict:
+    """Published per-dataset settings; {} for datasets that run on the generic defaults."""
+    path = CONFIG_DIR / "datasets" / f"{name}.yaml"
+    return _read_yaml(path) if path.exists() else {}
+
+
+def resolve_config(*, dataset: str | None = None, task: str | None = None, config_file: str | None = None, overrides: dict | None = None) -> dict:
+    """Merge the layers in order and check every value; returns a new flat dict."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    file_layer = _read_yaml(Path(config_file)) if config_file else {}
+    dataset = overrides.get("dataset") or file_layer.get("dataset") or dataset
+    ds_layer: dict = {}
+    registry_task = None
+    if dataset:
+        from datamodules.registry import get_spec
+
+        spec = get_spec(dataset)
+        dataset = spec.name
+        registry_task = spec.task
+        ds_layer = dataset_config(spec.name)
+    task = overrides.get("task") or file_layer.get("task") or ds_layer.get("task") or registry_task or task or "sc"
+    config = {**RUN_DEFAULTS, **generic_config(task), **ds_layer, **file_layer, **overrides}
+    config["task"] = task
+    config["dataset"] = dataset
+    unknown = sorted(set(config) - set(RUN_DEFAULTS) - set(generic_config(task)))
+    if unknown:
+        raise UserError(f"unknown config key(s): {', '.join(unknown)}; see configs/generic_{task}.yaml for the keys")
+    return validate(config)
+
+
+def validate(config: dict) -> dict:
+    out = dict(config)
+    for key, typ in TYPES.items():
+        if out.get(key) is None:
+            continue
+        try:
+            out[key] = typ(out[key])
+        except (TypeError, ValueError):
+            raise UserError(f"{key} must be a {typ.__name__}, got {out[key]!r}")
+    for key, allowed in CHOICES.items():
+        if out.get(key) is not None and out[key] not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{out[key]}'")
+    out["tms"] = parse_pair(out.get("tms", (0, 0)), "tms")
+    if out.get("seeds") is not None:
+        out["seeds"] = parse_int_list(out["seeds"], "seeds")
+    for key in ("hvg", "k", "gene_k", "hidden_dim", "epochs", "eval_every"):
+        if out.get(key) is not None and out[key] < 1:
+            raise UserError(f"{key} must be at least 1, got {out[key]}")
+    if out.get("n_clusters") is not None and out["n_clusters"] < 2:
+        raise UserError(f"n_clusters must be at least 2, got {out['n_clusters']}")
+    if not 0 <= out["dropout"] < 1:
+        raise UserError(f"dropout must be in [0, 1), got {out['dropout']}")
+    for key in ("lr", "tau"):
+        if out[key] <= 0:
+            raise UserError(f"{key} must be positive, got {out[key]}")
+    for key in ("alpha", "beta", "hea_weight", "weight_decay", "radius"):
+        if out[key] < 0:
+            raise UserError(f"{key} must be ≥ 0, got {out[key]}")
+    if out["alpha"] == 0 and out["beta"] == 0 and out["hea_weight"] == 0:
+        raise UserError("alpha, beta and hea_weight are all 0: there is nothing to train; give at least one loss a weight")
+    if out.get("gene_dim") is not None:
+        out["gene_dim"] = int(out["gene_dim"])
+    return out
+
+
+def parse_pair(value, name: str) -> list[int]:
+    if isinstance(value, str):
+        value = value.replace(" ", "").split(",")
+    try:
+        pair = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be two integers like 5,0 — got {value!r}")
+    if len(pair) != 2 or min(pair) < 0:
+        raise UserError(f"{name} must be two integers ≥ 0 like 5,0 — got {value!r}")
+    return pair
+
+
+def parse_int_list(value, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    try:
+        out = [int(v) for v in value]
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be integers like 5,15,25 — got {value!r}")
+    if not out:
+        raise UserError(f"{name} is empty")
+    return out

@@ -1,0 +1,344 @@
+"""One training run from a resolved config: Trainer, loggers, callbacks, and the results writer.
+
+Used by ``train.py`` (the command line) and by :func:`scrcl.fit` (the Python API).
+A run directory holds ``config.yaml``, ``metrics.json``, ``result.h5ad``, ``history.csv``,
+``umap_final.png``, ``checkpoints/last.ckpt`` and the loggers' files (``csv/``, ``wandb/``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from scrcl.errors import UserError
+
+SCORES = ("acc", "nmi", "ari", "f1")
+PACKAGES = ("torch", "lightning", "torch-geometric", "scanpy", "anndata", "scikit-learn", "numpy", "wandb")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def quiet_libraries() -> None:
+    """Keep the console for what matters: Lightning's banners and known-harmless warnings go."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (
+        ".*Sparse CSR tensor support is in beta.*",
+        ".*Sparse invariant checks.*",
+        ".*does not have many workers.*",
+        ".*val_dataloader.*but have no .validation_step.*",  # evaluation runs in a callback
+        ".*isinstance.treespec, LeafSpec.*",
+        ".*weights_only.*",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def make_datamodule(config: dict, adata=None):
+    from datamodules.datamodule import ScRCLDataModule
+
+    return ScRCLDataModule(
+        dataset=config.get("dataset") if adata is None else None,
+        data=config.get("data") if adata is None else None,
+        adata=adata,
+        data_dir=config.get("data_dir"),
+        label_key=config.get("label_key"),
+        n_clusters=config.get("n_clusters"),
+        task=config.get("task"),
+        input=config["input"],
+        hvg=config["hvg"],
+        k=config["k"],
+        gene_k=config["gene_k"],
+        tms=config["tms"],
+        gene_graph=config.get("gene_graph", "knn"),
+        cache=config.get("cache", True),
+        progress=config.get("progress", True),
+    )
+
+
+def _loggers(config: dict, run_dir: Path, seed: int):
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    if config.get("logger") == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` uploads later
+        if os.environ.get("WANDB_MODE") != "disabled":
+            from lightning.pytorch.loggers import WandbLogger
+
+            loggers.append(
+                WandbLogger(
+                    project=os.environ.get("WANDB_PROJECT", "scrcl"),
+                    name=f"{run_dir.parent.name}-{run_dir.name}" if run_dir.name.startswith("seed") else run_dir.name,
+                    group=config.get("wandb_group") or run_dir.parent.name,
+                    save_dir=str(run_dir),
+                    config={**{k: v for k, v in config.items()}, "seed": seed},
+                )
+            )
+    return loggers
+
+
+def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume: bool = False) -> dict:
+    """Train one model with one seed; returns the final result (scores, embedding, predictions)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from scrcl.callbacks import ClusteringEvaluator
+    from scrcl.module import ScRCLModule
+
+    quiet_libraries()
+    L.seed_everything(seed, workers=True, verbose=False)
+    datamodule.setup("fit")
+    module = ScRCLModule(
+        n_cells=datamodule.n_cells,
+        n_genes=datamodule.n_genes,
+        n_clusters=datamodule.n_clusters,
+        hidden_dim=config["hidden_dim"],
+        gene_dim=config.get("gene_dim"),
+        dropout=config["dropout"],
+        alpha=config["alpha"],
+        beta=config["beta"],
+        tau=config["tau"],
+        hea_weight=config["hea_weight"],
+        loss_impl=config["loss_impl"],
+        lr=config["lr"],
+        weight_decay=config["weight_decay"],
+        views=config.get("views", "both"),
+        refine=config.get("refine", True),
+    )
+    evaluator = ClusteringEvaluator(
+        datamodule.batch,
+        datamodule.n_clusters,
+        seed=seed,
+        every=config["eval_every"],
+        run_dir=run_dir,
+        umap_every=config.get("umap_every", 5) if run_dir is not None else 0,
+        radius=config.get("radius", 0) if datamodule.task == "st" else 0,
+        label_names=datamodule.label_names,
+    )
+    callbacks = [evaluator]
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    if ckpt_dir is not None:
+        callbacks.append(
+            # One rolling periodic checkpoint (at d = 1500 each is ~170 MB with Adam's state); last.ckpt links to it.
+            ModelCheckpoint(dirpath=str(ckpt_dir), filename="periodic", save_top_k=1, save_last="link", enable_version_counter=False,
+                            every_n_epochs=config["checkpoint_every"], save_on_train_epoch_end=True)
+        )
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        trainer = L.Trainer(
+            max_epochs=config["epochs"],
+            accelerator=config.get("accelerator", "auto"),
+            devices=config.get("devices", 1),
+            precision=config.get("precision", "32-true"),
+            logger=_loggers(config, run_dir, seed) if run_dir is not None else False,
+            callbacks=callbacks,
+            log_every_n_steps=1,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            enable_progress_bar=bool(config.get("progress", True)),
+            enable_model_summary=False,
+            enable_checkpointing=ckpt_dir is not None,
+            default_root_dir=str(run_dir) if run_dir is not None else None,
+            deterministic=False,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot set up training ({text}); check --accelerator, --devices and --precision") from None
+    ckpt_path = None
+    if resume and ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists():
+        ckpt_path = str(ckpt_dir / "last.ckpt")
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    seconds = time.perf_counter() - t0
+    if evaluator.final is None:  # e.g. resuming a run whose training had already finished
+        result, scores = evaluator.cluster(module)
+        evaluator.final = {"epoch": trainer.current_epoch, "scores": scores, **result}
+    if ckpt_dir is not None:
+        trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
+    final = evaluator.final
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {
+        "final": final,
+        "history": evaluator.history,
+        "oracle": evaluator.oracle(),
+        "train_seconds": seconds,
+        "gpu_peak_mb": gpu_peak,
+        "module": module,
+    }
+
+
+def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: dict, total_seconds: float) -> dict:
+    """The one results writer: metrics.json, history.csv, result.h5ad."""
+    import anndata as ad
+    import pandas as pd
+
+    final = outcome["final"]
+    pred = final["pred"]
+    sizes = np.bincount(pred, minlength=datamodule.n_clusters).tolist()
+    metrics = {
+        **{k: float(v) for k, v in final["scores"].items()},
+        **outcome["oracle"],
+        "epoch": int(final["epoch"]),
+        "seed": int(seed),
+        "dataset": datamodule.provenance.get("dataset"),
+        "task": datamodule.task,
+        "n_cells": datamodule.n_cells,
+        "n_genes": datamodule.n_genes,
+        "n_clusters": datamodule.n_clusters,
+        "cluster_sizes": sizes,
+        "seconds": float(total_seconds),
+        "train_seconds": float(outcome["train_seconds"]),
+        "seconds_per_epoch": float(outcome["train_seconds"]) / max(int(final["epoch"]), 1),
+        "peak_memory_mb": peak_memory_mb(),
+        "gpu_peak_memory_mb": outcome["gpu_peak_mb"],
+        "data": {**datamodule.provenance, **datamodule.prepared.uns["preprocess"], "setup": datamodule.timings},
+        "versions": package_versions(),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    if outcome["history"]:
+        atomic_write_text(run_dir / "history.csv", pd.DataFrame(outcome["history"]).to_csv(index=False))
+    prepared = datamodule.prepared
+    result = ad.AnnData(
+        X=prepared.layers["lognorm"],
+        obs=prepared.obs.copy(),
+        var=prepared.var.copy(),
+    )
+    result.obsm["X_scrcl"] = final["embedding"]
+    result.obs["scrcl_cluster"] = pd.Categorical(pred.astype(str))
+    if not np.array_equal(final["pred_unrefined"], pred):
+        result.obs["scrcl_cluster_unrefined"] = pd.Categorical(final["pred_unrefined"].astype(str))
+    if "spatial" in prepared.obsm:
+        result.obsm["spatial"] = np.asarray(prepared.obsm["spatial"])
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".result.", suffix=".h5ad")
+    os.close(fd)
+    try:
+        result.write_h5ad(tmp)
+        os.replace(tmp, run_dir / "result.h5ad")
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return metrics
+
+
+def summarise(metrics: list[dict]) -> dict:
+    """Mean ± std (population std over the seeds) of each score across seeds."""
+    out: dict = {"seeds": [m["seed"] for m in metrics], "n_runs": len(metrics)}
+    keys = [k for k in metrics[0] if k in SCORES or k.endswith("_unrefined") or k.startswith("oracle_")]
+    for key in keys:
+        values = np.array([m[key] for m in metrics if key in m], dtype=float)
+        out[key] = {"mean": float(values.mean()), "std": float(values.std()), "values": values.tolist()}
+    return out
+
+
+def final_line(metrics: dict) -> str:
+    """The last line a run prints."""
+    if "acc" in metrics:
+        def get(k):
+            v = metrics[k]
+            return v["mean"] if isinstance(v, dict) else v
+
+        return " ".join(f"{k.upper()} {get(k):.4f}" for k in SCORES)
+    sizes = metrics.get("cluster_sizes")
+    return "clusters " + " ".join(f"{i}:{n}" for i, n in enumerate(sizes)) if sizes else "no result"
+
+
+def run_dir_for(config: dict) -> Path:
+    name = config.get("run_name") or f"{config.get('dataset') or Path(str(config.get('data'))).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(config.get("output") or "runs") / name
+
+
+def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) -> dict:
+    """Every seed of a config; writes each run directory and, for several seeds, a summary."""
+    t_start = time.perf_counter()
+    seeds = config.get("seeds") or [config["seed"]]
+    root = Path(resume_dir) if resume_dir is not None else run_dir_for(config)
+    if resume_dir is None and root.exists() and any(root.iterdir()):
+        raise UserError(f"run directory {root} exists already; choose another --run-name/--output, or continue it with --resume {root}")
+    quiet_libraries()
+    datamodule = make_datamodule(config, adata)
+    datamodule.setup("fit")  # bad input fails here, before anything is written
+    log(datamodule.summary())
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "config.yaml", yaml.safe_dump({k: v for k, v in config.items() if k != "resume"}, sort_keys=True))
+    try:
+        all_metrics = _run_seeds(config, datamodule, seeds, root, resume_dir, log)
+    except UserError:
+        if resume_dir is None:  # a user mistake found late (e.g. no GPU): leave nothing half-written behind
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    if len(seeds) > 1:
+        summary = summarise(all_metrics)
+        summary["seconds"] = time.perf_counter() - t_start
+        write_json(root / "summary.json", summary)
+        return {"run_dir": root, "metrics": all_metrics, "summary": summary, "datamodule": datamodule}
+    return {"run_dir": root, "metrics": all_metrics, "summary": all_metrics[0], "datamodule": datamodule}
+
+
+def _run_seeds(config: dict, datamodule, seeds: list[int], root: Path, resume_dir, log) -> list[dict]:
+    all_metrics = []
+    for seed in seeds:
+        run_dir = root if len(seeds) == 1 else root / f"seed{seed}"
+        if resume_dir is not None and (run_dir / "metrics.json").exists():
+            all_metrics.append(json.loads((run_dir / "metrics.json").read_text()))
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        outcome = train_one(config, datamodule, seed, run_dir, resume=resume_dir is not None)
+        metrics = write_results(run_dir, config, datamodule, seed, outcome, time.perf_counter() - t0 + (datamodule.timings.get("setup_s", 0) if seed == seeds[0] else 0))
+        log(f"seed {seed}: {final_line(metrics)}  ({metrics['train_seconds']:.1f}s, run dir {run_dir})")
+        all_metrics.append(metrics)
+    return all_metrics

@@ -1,0 +1,46 @@
+"""evaluate.py in a subprocess: scoring predicted-label files against real annotations."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def evaluate(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_reference_prediction_for_151507_reproduces_the_published_check(tmp_path, data_dir):
+    """The official scRCL output for DLPFC 151507 against SEDR's layer_guess: ARI 0.689, NMI 0.756 (SOURCES.md §2.4)."""
+    proc = evaluate("--pred", data_dir / "reference_outputs/scRCL/ST/pred_label_dict_151507.mat",
+                    "--labels", data_dir / "spatial/DLPFC/SEDR_analyses/151507/metadata.tsv", "--label-key", "layer_guess", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    fields = proc.stdout.split()
+    scores = dict(zip(fields[::2], map(float, fields[1::2])))
+    assert round(scores["ARI"], 3) == 0.689 and round(scores["NMI"], 3) == 0.756
+
+
+def test_prediction_file_against_a_registry_dataset(tmp_path, data_dir):
+    """A text file of predictions, one per labelled cell, scored against pbmc10x's labels: the truth scores 1."""
+    import h5py
+
+    with h5py.File(data_dir / "scrna/scDCC/10X_PBMC_top2000.h5") as f:
+        y = f["Y"][()]
+    (tmp_path / "truth.txt").write_text("\n".join(f"c{v}" for v in y))
+    proc = evaluate("--pred", tmp_path / "truth.txt", "--dataset", "pbmc10x", "--data-dir", data_dir, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ACC 1.0000 NMI 1.0000 ARI 1.0000 F1 1.0000"
+    shuffled = np.random.default_rng(0).permutation(y)
+    (tmp_path / "random.txt").write_text("\n".join(map(str, shuffled)))
+    proc = evaluate("--pred", tmp_path / "random.txt", "--dataset", "pbmc10x", "--data-dir", data_dir, cwd=tmp_path)
+    ari = float(proc.stdout.split()[5])
+    assert abs(ari) < 0.02
+
+
+def test_wrong_length_is_one_line(tmp_path, data_dir):
+    (tmp_path / "short.txt").write_text("1\n2\n3\n")
+    proc = evaluate("--pred", tmp_path / "short.txt", "--dataset", "pbmc10x", "--data-dir", data_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "3 predictions" in proc.stderr

@@ -65,7 +65,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, progre
         adata = reader(**paths, **source.options)
     else:
         adata = reader(paths.get("data"), **source.options)
-    _attach_labels(adata, spec.label_key, required=True, where=f"dataset '{spec.name}'")
+    _attach_labels(adata, source.label_key or spec.label_key, required=True, where=f"dataset '{spec.name}'")
     provenance = {
         "dataset": spec.name,
         "reader": source.reader,

@@ -39,6 +39,7 @@ class Source:
     files: dict[str, DataFile]
     options: dict = field(default_factory=dict)
     note: str = ""  # what this source is, recorded in the run (e.g. "5000-gene subset")
+    label_key: str | None = None  # where this layout keeps the labels, if not the dataset's label_key
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _quake(name: str, source_name: str, n_classes: int, zenodo: str | None = Non
         sources=(
             Source("h5ad", {"data": DataFile(f"scrna/{source_name}.h5ad")}, note="Cell BLAST h5ad"),
             Source("cellblast_h5", {"data": DataFile(f"scrna/{source_name}/data.h5")}, note="Cell BLAST data.h5"),
-            Source("xy_h5", {"data": DataFile(f"scrna/{source_name}.h5", xy_urls)}, note="X/Y h5 (scMAE)"),
+            Source("xy_h5", {"data": DataFile(f"scrna/{source_name}.h5", xy_urls)}, note="X/Y h5 (scMAE)", label_key="Y"),
         ),
         label_key="cell_type1",
         n_classes=n_classes,

@@ -210,6 +210,9 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         evaluator.final = {"epoch": trainer.current_epoch, "scores": scores, **result}
     if ckpt_dir is not None:
         trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
+    for logger in trainer.loggers:  # close W&B now, so its sign-off is not printed after our result line
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()
     final = evaluator.final
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {

@@ -130,10 +130,11 @@ def test_own_file_with_and_without_labels(tmp_path, data_dir):
 
 def test_wandb_offline_run_is_written(tmp_path, data_dir):
     out = tmp_path / "o"
-    run(["--dataset", "pbmc68k", "--data-dir", data_dir, "--epochs", "1", "--output", out, "--run-name", "w",
-         "--logger", "wandb", *FAST], tmp_path, env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)})
+    proc = run(["--dataset", "pbmc68k", "--data-dir", data_dir, "--epochs", "1", "--output", out, "--run-name", "w",
+                "--logger", "wandb", *FAST], tmp_path, env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)})
     runs = list((out / "w" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert LINE.match(last_line(proc))  # W&B signs off before the result line, not after it
 
 
 def test_missing_paper_dataset_is_one_line(tmp_path):

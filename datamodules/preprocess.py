@@ -76,10 +76,19 @@ def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool 
     n_hvg = min(hvg, adata.n_vars)
     if n_hvg < adata.n_vars:
         if task == "st" and counts:
-            sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_hvg, layer="counts")
+            try:
+                sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_hvg, layer="counts")
+            except ValueError:  # its loess fit fails on very few genes ("near singularities"): rank on log data
+                sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
         else:
             sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
-        adata = adata[:, adata.var["highly_variable"].to_numpy()].copy()
+        keep = adata.var["highly_variable"].to_numpy()
+        if keep.sum() > n_hvg:  # scanpy keeps every gene tied at the cut-off (small bins): take exactly h
+            score = adata.var["dispersions_norm"] if "dispersions_norm" in adata.var else -adata.var["highly_variable_rank"]
+            top = np.argsort(-np.nan_to_num(score.to_numpy(dtype=np.float64), nan=-np.inf), kind="stable")[:n_hvg]
+            keep = np.zeros_like(keep)
+            keep[top] = True
+        adata = adata[:, keep].copy()
 
     used = input if (input != "counts" or counts) else "lognorm"  # no counts to give: use what there is
     if used == "counts":

@@ -13,6 +13,7 @@ Readers raise :class:`UserError` for a corrupt or unsupported file; nothing here
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,6 @@ def _h5py():
 
 def read_h5ad(path: Path, **_) -> "AnnData":
     import anndata as ad
-
-    import warnings
 
     try:
         with warnings.catch_warnings():
@@ -125,8 +124,10 @@ def _read_cellblast_h5(path: Path) -> "AnnData":
     if obs_names is not None:
         adata.obs_names = obs_names.astype(str)
     if var_names is not None:
-        adata.var_names = var_names.astype(str)
-        adata.var_names_make_unique()
+        with warnings.catch_warnings():  # duplicated symbols are common; made unique right here
+            warnings.filterwarnings("ignore", message=".*names are not unique.*")
+            adata.var_names = var_names.astype(str)
+            adata.var_names_make_unique()
     return adata
 
 
@@ -177,7 +178,9 @@ def read_visium(
         if labels is None and (path / "metadata.tsv").exists():
             labels = path / "metadata.tsv"
     try:
-        adata = sc.read_10x_h5(counts)
+        with warnings.catch_warnings():  # 10x files repeat some gene symbols; made unique just below
+            warnings.filterwarnings("ignore", message=".*names are not unique.*")
+            adata = sc.read_10x_h5(counts)
     except Exception as err:
         raise UserError(f"cannot read {counts} as a 10x feature-barcode h5 ({_first_line(err)}); is the file complete?")
     adata.var_names_make_unique()

@@ -1,0 +1,135 @@
+"""ScRCLDataModule: the on-disk cache, the one-batch loaders, the argument checks."""
+
+from __future__ import annotations
+
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.datamodule import ScRCLDataModule, cache_dir
+from scrcl.errors import UserError
+
+TENSORS = ("x", "x_mlp", "x_gnn", "y", "cell_graph", "cell_filter", "gene_filter")
+
+
+def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.layout == torch.sparse_csr:
+        return (
+            a.shape == b.shape
+            and torch.equal(a.crow_indices(), b.crow_indices())
+            and torch.equal(a.col_indices(), b.col_indices())
+            and torch.equal(a.values(), b.values())
+        )
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRCL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def pbmc10x(data_dir, **kw):
+    return ScRCLDataModule(dataset="pbmc10x", data_dir=data_dir, progress=False, **{"input": "counts", "hvg": 2000, "k": 15, **kw})
+
+
+def test_second_setup_is_a_cache_hit_with_an_identical_batch(data_dir, own_cache):
+    t0 = time.perf_counter()
+    first = pbmc10x(data_dir)
+    first.setup()
+    t1 = time.perf_counter()
+    second = pbmc10x(data_dir)
+    second.setup()
+    t2 = time.perf_counter()
+    print(f"\npbmc10x setup: first (miss) {t1 - t0:.2f} s, second (hit) {t2 - t1:.2f} s; timings {first.timings} / {second.timings}")
+    assert cache_dir() == own_cache
+    assert first.timings["cache"] == "miss" and second.timings["cache"] == "hit"
+    assert "build_s" not in second.timings
+    for key in TENSORS:
+        assert same_tensor(first.batch[key], second.batch[key]), key
+    assert first.label_names == second.label_names and first.n_clusters == second.n_clusters
+    assert first.provenance == second.provenance
+    files = sorted(p.name for p in own_cache.iterdir())
+    assert len(files) == 1 and files[0].startswith("pbmc10x-") and files[0].endswith(".h5ad")  # no temp file left
+
+
+
+def test_every_preprocessing_parameter_is_in_the_cache_key(data_dir, own_cache):
+    """(pollen, the smallest real dataset, keeps this quick; k is the parameter the brief names.)"""
+    def pollen(**kw):
+        dm = ScRCLDataModule(dataset="pollen", data_dir=data_dir, progress=False, **{"hvg": 2000, "k": 10, **kw})
+        dm.setup()
+        return dm.timings["cache"]
+
+    assert pollen() == "miss" and pollen() == "hit"
+    for change in ({"k": 5}, {"hvg": 1000}, {"input": "scaled"}, {"gene_k": 3}, {"gene_graph": "identity"}):
+        assert pollen(**change) == "miss", change
+        assert pollen(**change) == "hit", change
+    # smoothing is applied after the cache: another tms reuses the cached graphs
+    assert pollen(tms=(1, 0)) == "hit"
+
+
+def test_a_broken_cache_entry_is_rebuilt(data_dir, own_cache):
+    dm = ScRCLDataModule(dataset="pollen", data_dir=data_dir, k=10, progress=False)
+    dm.setup()
+    (entry,) = list(own_cache.iterdir())
+    entry.write_bytes(b"garbage, not an h5ad")
+    again = ScRCLDataModule(dataset="pollen", data_dir=data_dir, k=10, progress=False)
+    again.setup()
+    assert again.timings["cache"] == "miss"
+    assert torch.equal(again.batch.x, dm.batch.x)
+    assert ad.read_h5ad(entry).n_obs == 249  # rewritten whole
+
+
+def test_no_cache_writes_nothing(data_dir, own_cache):
+    dm = ScRCLDataModule(dataset="pollen", data_dir=data_dir, k=10, cache=False, progress=False)
+    dm.setup()
+    assert dm.timings["cache"] == "miss"
+    assert not own_cache.exists() or not any(own_cache.iterdir())
+
+
+def test_in_memory_anndata_is_never_cached(own_cache):
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(rng.poisson(2.0, size=(30, 12)).astype(np.float32))
+    a.obs["t"] = pd.Categorical(rng.choice(["a", "b"], 30))
+    dm = ScRCLDataModule(adata=a, label_key="t", k=3, progress=False)
+    dm.setup()
+    assert dm.n_cells == 30 and dm.n_clusters == 2
+    assert not own_cache.exists() or not any(own_cache.iterdir())
+
+
+def test_loaders_serve_the_one_full_graph_batch(built):
+    dm = built("pollen")
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.predict_dataloader()):
+        batches = list(loader)
+        assert len(batches) == 1 and batches[0] is dm.batch
+    setup_batch = dm.batch
+    dm.setup("fit")  # idempotent
+    assert dm.batch is setup_batch
+    assert dm.has_labels and dm.n_cells == 249
+
+
+def test_exactly_one_input_is_required(data_dir):
+    with pytest.raises(UserError, match="exactly one"):
+        ScRCLDataModule()
+    with pytest.raises(UserError, match="exactly one"):
+        ScRCLDataModule(dataset="pollen", data="x.h5ad")
+
+
+def test_requested_clusters_override_the_label_count(data_dir):
+    dm = ScRCLDataModule(dataset="pollen", data_dir=data_dir, k=10, n_clusters=5, cache=False, progress=False)
+    dm.setup()
+    assert dm.n_clusters == 5 and len(dm.label_names) == 11
+
+
+def test_unlabelled_data_need_n_clusters(own_cache):
+    x = np.random.default_rng(1).poisson(2.0, size=(20, 8)).astype(np.float32)
+    with pytest.raises(UserError, match="--n-clusters"):
+        ScRCLDataModule(adata=ad.AnnData(x), k=3, progress=False).setup()
+    dm = ScRCLDataModule(adata=ad.AnnData(x), k=3, n_clusters=4, progress=False)
+    dm.setup()
+    assert not dm.has_labels and dm.n_clusters == 4 and dm.label_names is None

@@ -65,6 +65,9 @@ class ClusteringEvaluator(L.Callback):
         t0 = time.perf_counter()
         result, scores = self.cluster(pl_module)
         record = {"epoch": epoch, **scores, "kmeans_s": time.perf_counter() - t0}
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:  # kept beside the scores: where the loss flattens is how epochs are set
+            record["loss"] = float(loss)
         if not self.history or self.history[-1]["epoch"] != epoch:
             self.history.append(record)
         if scores:

@@ -9,7 +9,7 @@ from scrcl import runner
 from scrcl.config import resolve_config
 from scrcl.errors import UserError
 
-FAST = {"hidden_dim": 64, "epochs": 15, "eval_every": 5, "logger": "none", "progress": False, "lr": 1e-3}
+FAST = {"hidden_dim": 64, "epochs": 6, "eval_every": 3, "logger": "none", "progress": False, "lr": 1e-3}
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,10 @@ def test_same_seed_same_result(pbmc):
 def test_training_learns_cell_types(pbmc):
     """The loss falls and the final clustering recovers the FACS labels far above chance."""
     config, datamodule = pbmc
-    outcome = runner.train_one({**config, "epochs": 30, "eval_every": 1}, datamodule, seed=5, run_dir=None)
+    outcome = runner.train_one({**config, "epochs": 20, "eval_every": 4}, datamodule, seed=5, run_dir=None)
     history = outcome["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 31))
+    assert [h["epoch"] for h in history] == [4, 8, 12, 16, 20]
+    assert history[-1]["loss"] < history[0]["loss"]
     final = outcome["final"]["scores"]
     assert final["ari"] > 0.25 and final["nmi"] > 0.4, final
     assert history[-1]["ari"] == final["ari"]  # the reported figure is the last epoch's, not a picked one

@@ -84,7 +84,7 @@ def _read_xy_h5(path: Path) -> "AnnData":
             raise UserError(f"{path} has no dataset 'X' (keys: {sorted(f.keys())}); expected the X/Y HDF5 layout")
         x = _read_matrix(f["X"])
         y = _decode(f["Y"][()]) if "Y" in f else None
-    adata = ad.AnnData(x.astype(np.float32) if not sp.issparse(x) else x.astype(np.float32))
+    adata = ad.AnnData(x.astype(np.float32))
     adata.obs_names = [f"cell{i}" for i in range(adata.n_obs)]
     adata.var_names = [f"gene{j}" for j in range(adata.n_vars)]
     if y is not None:

@@ -29,7 +29,7 @@ from datamodules.loading import LABEL, Loaded, from_anndata, load_dataset, load_
 from datamodules.preprocess import preprocess
 from scrcl.errors import UserError
 
-CACHE_VERSION = 2  # bump when preprocessing or graph building changes
+CACHE_VERSION = 3  # bump when preprocessing or graph building changes
 
 
 def cache_dir() -> Path:

@@ -76,8 +76,10 @@ def spatial_graph(coords, k: int) -> sp.csr_matrix:
 
 def gene_graph(x, k_g: int = 5) -> sp.csr_matrix:
     """Gene graph (h, h): k_g nearest genes, self included, on Xᵀ (each gene a vector over cells)."""
+    if k_g <= 1:  # each gene's only neighbour is itself: no edges (the GCN adds the self loop)
+        return sp.csr_matrix((x.shape[1], x.shape[1]), dtype=np.float32)
     genes = x.T.toarray() if sp.issparse(x) else np.ascontiguousarray(np.asarray(x).T)
-    k = max(k_g - 1, 1)
+    k = k_g - 1
     if genes.shape[0] < k + 1:
         raise UserError(
             f"only {genes.shape[0]} genes left after filtering but the gene graph needs k_g = {k_g} (self included); "

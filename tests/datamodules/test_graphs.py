@@ -256,3 +256,13 @@ def test_batch_filters_and_smoothed_views_match_the_graphs(data_dir):
     np.testing.assert_allclose(
         b.gene_filter.to_dense().numpy(), dense(normalized_adjacency(dm.prepared.varp["gene_graph"])), rtol=1e-6, atol=1e-7
     )
+
+
+def test_gene_graph_with_k_g_one_has_only_self():
+    """k_g counts the gene itself, so k_g = 1 leaves no edges to store."""
+    from datamodules.graphs import gene_graph
+
+    x = np.random.default_rng(0).poisson(1.0, size=(30, 8)).astype(np.float32)
+    graph = gene_graph(x, 1)
+    assert graph.shape == (8, 8) and graph.nnz == 0
+    assert gene_graph(x, 2).nnz > 0

@@ -25,11 +25,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules import graphs
-from datamodules.loading import LABEL, Loaded, from_anndata, load_dataset, load_file
+from datamodules.loading import LABEL, Loaded, from_anndata, load_file, read_resolved, resolve_dataset
 from datamodules.preprocess import preprocess
 from scrcl.errors import UserError
 
-CACHE_VERSION = 3  # bump when preprocessing or graph building changes
+CACHE_VERSION = 4  # bump when preprocessing or graph building changes
 
 
 def cache_dir() -> Path:
@@ -102,15 +102,17 @@ class ScRCLDataModule(L.LightningDataModule):
         self.timings: dict[str, float] = {}
 
     # -- building ---------------------------------------------------------------------------------
-    def _load(self) -> Loaded:
+    def _locate(self):
+        """Where the input lives, without reading it: (files for the cache key, name, task, read())."""
         if self.dataset is not None:
-            loaded = load_dataset(self.dataset, self.data_dir, progress=self.progress)
-            if self.task and self.task != loaded.task:
-                loaded.task = self.task
-            return loaded
+            resolved = resolve_dataset(self.dataset, self.data_dir, progress=self.progress)
+            task = self.task or resolved.spec.task
+            return resolved.paths, resolved.spec.name, task, lambda: read_resolved(resolved)
         if self.data is not None:
-            return load_file(self.data, label_key=self.label_key, task=self.task)
-        return from_anndata(self.adata_in, label_key=self.label_key, task=self.task)
+            path = Path(self.data).expanduser()
+            files = {"data": path} if path.exists() else None
+            return files, path.stem, self.task, lambda: load_file(self.data, label_key=self.label_key, task=self.task)
+        return None, "anndata", self.task, lambda: from_anndata(self.adata_in, label_key=self.label_key, task=self.task)
 
     def _build(self, loaded: Loaded):
         params = self.params
@@ -144,20 +146,25 @@ class ScRCLDataModule(L.LightningDataModule):
     def _prepared(self):
         import anndata as ad
 
-        t0 = time.perf_counter()
-        loaded = self._load()
-        self.timings["load_s"] = time.perf_counter() - t0
+        files, name, task, read = self._locate()
         path = None
-        if self.use_cache:
-            key = self._cache_key(loaded.provenance["files"], loaded.task)
-            path = cache_dir() / f"{loaded.provenance['dataset']}-{key}.h5ad"
+        if self.use_cache and files is not None and task is not None:
+            # The key needs only the files' identity, so a hit never reads the raw data.
+            path = cache_dir() / f"{name}-{self._cache_key(files, task)}.h5ad"
             if path.exists():
                 try:
                     prepared = ad.read_h5ad(path)
                     self.timings["cache"] = "hit"
-                    return prepared, loaded.task
+                    return prepared, task
                 except Exception:
                     path.unlink(missing_ok=True)  # a broken cache entry is rebuilt, never trusted
+        t0 = time.perf_counter()
+        loaded = read()
+        if task is not None:
+            loaded.task = task
+        elif self.use_cache and files is not None:  # the task was only known once the file was read
+            path = cache_dir() / f"{name}-{self._cache_key(files, loaded.task)}.h5ad"
+        self.timings["load_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         prepared = self._build(loaded)
         self.timings["build_s"] = time.perf_counter() - t1

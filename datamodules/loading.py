@@ -49,8 +49,17 @@ def _choose_source(spec: DatasetSpec, data_dir: Path) -> Source:
     raise UserError(f"dataset '{spec.name}': no file found (expected {expected}) and none can be downloaded automatically; get it from {spec.hint}")
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = True) -> Loaded:
-    """A registry dataset: local file(s) if present, otherwise downloaded (checksum-verified)."""
+@dataclass
+class Resolved:
+    """A registry dataset's files, present on disk (fetched if need be) but not yet read."""
+
+    spec: DatasetSpec
+    source: Source
+    paths: dict[str, Path]
+
+
+def resolve_dataset(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = True) -> Resolved:
+    """Pick the source (local first, then download) and make sure its files are on disk."""
     spec = get_spec(name)
     root = resolve_data_dir(data_dir)
     source = _choose_source(spec, root)
@@ -60,6 +69,16 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, progre
         others = [str(root / next(iter(s.files.values())).path) for s in spec.sources if s is not source and s.files]
         also = f" (also accepted instead: {', '.join(others)})" if others else ""
         raise UserError(f"dataset '{spec.name}': {err}{also}") from None
+    return Resolved(spec, source, paths)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = True) -> Loaded:
+    """A registry dataset: local file(s) if present, otherwise downloaded (checksum-verified)."""
+    return read_resolved(resolve_dataset(name, data_dir, progress=progress))
+
+
+def read_resolved(resolved: Resolved) -> Loaded:
+    spec, source, paths = resolved.spec, resolved.source, resolved.paths
     reader = READERS[source.reader]
     if source.reader == "visium":
         adata = reader(**paths, **source.options)

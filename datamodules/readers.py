@@ -66,13 +66,18 @@ def _read_matrix(node):
     raise UserError(f"unsupported matrix layout in HDF5 group '{node.name}' (keys: {sorted(keys)})")
 
 
-def read_xy_h5(path: Path, **_) -> "AnnData":
+def _read_hdf5_layout(path: Path, read, layout: str, expected: str) -> "AnnData":
+    """Run an HDF5 reader; a truncated file or an unexpected layout becomes one clear line."""
     try:
-        return _read_xy_h5(path)
+        return read(path)
     except OSError as err:
         raise UserError(f"cannot read {path} as HDF5 ({_first_line(err)}); is the file complete?")
     except (KeyError, TypeError, ValueError, IndexError) as err:  # h5py/anndata on an unexpected layout
-        raise UserError(f"{path}: not a valid X/Y HDF5 file ({type(err).__name__}: {_first_line(err)}); expected X (cells x genes) and Y (labels)")
+        raise UserError(f"{path}: not a valid {layout} ({type(err).__name__}: {_first_line(err)}); expected {expected}")
+
+
+def read_xy_h5(path: Path, **_) -> "AnnData":
+    return _read_hdf5_layout(path, _read_xy_h5, "X/Y HDF5 file", "X (cells x genes) and Y (labels)")
 
 
 def _read_xy_h5(path: Path) -> "AnnData":
@@ -95,15 +100,9 @@ def _read_xy_h5(path: Path) -> "AnnData":
 
 
 def read_cellblast_h5(path: Path, **_) -> "AnnData":
-    try:
-        return _read_cellblast_h5(path)
-    except OSError as err:
-        raise UserError(f"cannot read {path} as HDF5 ({_first_line(err)}); is the file complete?")
-    except (KeyError, TypeError, ValueError, IndexError) as err:  # h5py/anndata on an unexpected layout
-        raise UserError(
-            f"{path}: not a valid Cell BLAST data.h5 ({type(err).__name__}: {_first_line(err)}); "
-            "expected exprs (cells x genes), obs/<column> datasets, obs_names and var_names"
-        )
+    return _read_hdf5_layout(
+        path, _read_cellblast_h5, "Cell BLAST data.h5", "exprs (cells x genes), obs/<column> datasets, obs_names and var_names"
+    )
 
 
 def _read_cellblast_h5(path: Path) -> "AnnData":

@@ -33,6 +33,7 @@ class ClusteringEvaluator(L.Callback):
         self.radius = radius
         self.label_names = label_names
         self.history: list[dict] = []
+        self._on_device = None
         self.final: dict | None = None
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -45,7 +46,9 @@ class ClusteringEvaluator(L.Callback):
 
     def cluster(self, pl_module) -> tuple[np.ndarray, dict]:
         """Embedding (N, D) as float32 numpy and the clustering of it, with scores when labels exist."""
-        batch = self.batch.to(pl_module.device)
+        if self._on_device is None or self._on_device[0] != pl_module.device:  # copy to the accelerator once, not every evaluation
+            self._on_device = (pl_module.device, self.batch.to(pl_module.device))
+        batch = self._on_device[1]
         embedding = pl_module.embed(batch).float().cpu().numpy()
         pred = kmeans(embedding, self.n_clusters, seed=self.seed)
         result = {"embedding": embedding, "pred_unrefined": pred, "pred": pred}

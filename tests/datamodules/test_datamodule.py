@@ -133,3 +133,31 @@ def test_unlabelled_data_need_n_clusters(own_cache):
     dm = ScRCLDataModule(adata=ad.AnnData(x), k=3, n_clusters=4, progress=False)
     dm.setup()
     assert not dm.has_labels and dm.n_clusters == 4 and dm.label_names is None
+
+
+def test_a_cache_hit_never_reads_the_raw_file(data_dir, own_cache, monkeypatch, tmp_path):
+    """The cache key needs only the files' identity: on a hit the reader is not called at all."""
+    import datamodules.datamodule as dm_module
+
+    ScRCLDataModule(dataset="pollen", data_dir=data_dir, k=10, progress=False).setup()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the raw file was read on a cache hit")
+
+    monkeypatch.setattr(dm_module, "read_resolved", refuse)
+    monkeypatch.setattr(dm_module, "load_file", refuse)
+    again = ScRCLDataModule(dataset="pollen", data_dir=data_dir, k=10, progress=False)
+    again.setup()
+    assert again.timings["cache"] == "hit" and again.n_cells == 249
+    # a user's own file: the first run caches once the task is known, the second never reads it
+    import shutil
+
+    own = tmp_path / "mine.h5ad"
+    shutil.copy(data_dir / "derived/Pollen_SIMLR.h5ad", own)
+    monkeypatch.undo()
+    monkeypatch.setenv("SCRCL_CACHE_DIR", str(own_cache))
+    ScRCLDataModule(data=own, label_key="cell_type1", task="sc", k=10, progress=False).setup()
+    monkeypatch.setattr(dm_module, "load_file", refuse)
+    hit = ScRCLDataModule(data=own, label_key="cell_type1", task="sc", k=10, progress=False)
+    hit.setup()
+    assert hit.timings["cache"] == "hit"

@@ -2,6 +2,7 @@
 """Score clusterings against annotations, and tabulate many runs.
 
   python evaluate.py RUN_DIR                       re-score a run directory's result.h5ad
+  python evaluate.py RUN_DIR --analyses            ... and write UMAPs, marker genes, PAGA to RUN_DIR/analyses/
   python evaluate.py --pred P --dataset NAME       a predicted-label file against a dataset's labels
   python evaluate.py --pred P --labels T --label-key COL   ... against a label table (TSV/CSV)
   python evaluate.py --aggregate RUN_DIR... [--table OUT.md]   mean ± std per dataset and metric
@@ -95,6 +96,24 @@ def score_run(run_dir: Path) -> dict:
     return score(res.obs["label"].to_numpy(dtype=object), res.obs["scrcl_cluster"].to_numpy().astype(str))
 
 
+def run_analyses(run_dir: Path, data_dir: str | None) -> dict | None:
+    """Write RUN_DIR/analyses/ (see scrcl/analyses.py); the run's scores when it had labels, else None."""
+    from scrcl.analyses import ANALYSES_DIR, run_analyses as write_analyses
+
+    written = write_analyses(run_dir, data_dir, log=lambda line: print(line, file=sys.stderr))
+    print(f"analyses: {len(written)} files in {Path(run_dir) / ANALYSES_DIR}")
+    for path in written:
+        print(f"  {path.name}")
+    return score_run(run_dir) if _has_labels(run_dir) else None
+
+
+def _has_labels(run_dir: Path) -> bool:
+    import h5py
+
+    with h5py.File(Path(run_dir) / "result.h5ad", "r") as f:
+        return "label" in f["obs"]
+
+
 def collect_runs(paths: list[Path]) -> list[dict]:
     runs = []
     for root in paths:
@@ -131,6 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--label-key", help="column of --labels")
     parser.add_argument("--aggregate", action="store_true", help="tabulate every metrics.json under the run dirs")
     parser.add_argument("--table", type=Path, help="write the aggregate table to this markdown file")
+    parser.add_argument("--analyses", action="store_true",
+                        help="with one run directory: UMAP input vs embedding, marker genes, PAGA into RUN_DIR/analyses/")
     args = parser.parse_args(argv)
     try:
         if args.aggregate:
@@ -150,8 +171,14 @@ def main(argv=None) -> int:
             else:
                 raise UserError("--pred needs --dataset NAME, or --labels TABLE with --label-key COLUMN")
             scores = score(truth, pred)
+        elif len(args.run_dirs) == 1 and args.analyses:
+            scores = run_analyses(args.run_dirs[0], args.data_dir)
+            if scores is None:
+                return 0
         elif len(args.run_dirs) == 1:
             scores = score_run(args.run_dirs[0])
+        elif args.analyses:
+            raise UserError("--analyses takes exactly one run directory, e.g. python evaluate.py runs/NAME --analyses")
         else:
             raise UserError("give one run directory, --pred with labels, or --aggregate with run directories")
     except UserError as err:

@@ -1,0 +1,242 @@
+"""evaluate.py --analyses and benchmarks/paper_table.py as users run them, on a real (short) run of PBMC 68k."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+from scrcl.analyses import cluster_categories, comparable_clusters, rank_markers
+
+ROOT = Path(__file__).resolve().parents[2]
+SCORE_LINE = re.compile(r"^ACC \d\.\d{4} NMI \d\.\d{4} ARI -?\d\.\d{4} F1 \d\.\d{4}$")
+ANALYSES = ("umap_input_vs_embedding.png", "umap_coordinates.csv", "markers_top.csv", "markers_dotplot.png",
+            "markers_heatmap.png", "paga.png", "paga_connectivities.csv")
+PBMC_MARKERS = {"CD3D", "CD3E", "LYZ", "CD79A", "CD79B", "NKG7", "GNLY", "CST3", "FCER1A", "HLA-DRA", "S100A8", "CD14"}
+
+
+def script(path: str, *args, cwd: Path, data_dir: Path, timeout: int = 600):
+    env = {**os.environ, "SCRCL_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / path), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(proc, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+    """A real two-epoch run of PBMC 68k (small width), then ``evaluate.py RUN --analyses`` on it."""
+    tmp = tmp_path_factory.mktemp("analyses")
+    train = script("train.py", "--dataset", "pbmc68k", "--epochs", "2", "--hidden-dim", "32", "--logger", "none",
+                   "--no-progress", "--umap-every", "0", "--output", tmp / "runs", "--run-name", "r", cwd=tmp, data_dir=data_dir)
+    assert train.returncode == 0, train.stderr[-3000:]
+    run_dir = tmp / "runs" / "r"
+    proc = script("evaluate.py", run_dir, "--analyses", cwd=tmp, data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc
+
+
+# -- evaluate.py --analyses ------------------------------------------------------------------------
+def test_analyses_write_every_file(finished_run):
+    run_dir, proc = finished_run
+    out = run_dir / "analyses"
+    for name in ANALYSES:
+        assert (out / name).stat().st_size > 500, name
+    for name in ("umap_input_vs_embedding.png", "markers_dotplot.png", "markers_heatmap.png", "paga.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    # The last line is the run's score line, the same figures as its metrics.json.
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    last = proc.stdout.strip().splitlines()[-1]
+    assert SCORE_LINE.match(last)
+    assert last == " ".join(f"{k.upper()} {metrics[k]:.4f}" for k in ("acc", "nmi", "ari", "f1"))
+
+
+def test_marker_table_has_every_cluster_and_real_genes(finished_run):
+    run_dir, _ = finished_run
+    result = ad.read_h5ad(run_dir / "result.h5ad")
+    markers = pd.read_csv(run_dir / "analyses" / "markers_top.csv", dtype={"cluster": str})
+    assert list(markers.columns) == ["cluster", "rank", "gene", "score", "logfoldchange", "pval", "pval_adj"]
+    sizes = result.obs["scrcl_cluster"].astype(str).value_counts()
+    assert set(markers["cluster"]) == {c for c, n in sizes.items() if n >= 2}
+    assert set(markers["gene"]) <= set(result.var_names)
+    assert PBMC_MARKERS & set(markers[markers["rank"] <= 5]["gene"]), "no known PBMC marker among the top genes"
+    assert markers["pval_adj"].between(0, 1).all()
+    for _, group in markers.groupby("cluster"):
+        assert list(group["rank"]) == list(range(1, len(group) + 1))
+        assert np.all(np.diff(group["score"].to_numpy()) <= 1e-6), "genes not ranked by score"
+    # Each cluster's top gene is more expressed in that cluster than in the rest (log fold change > 0).
+    top = markers[markers["rank"] == 1]
+    assert (top["logfoldchange"] > 0).all()
+
+
+def test_umap_and_paga_tables(finished_run):
+    run_dir, _ = finished_run
+    result = ad.read_h5ad(run_dir / "result.h5ad")
+    coords = pd.read_csv(run_dir / "analyses" / "umap_coordinates.csv")
+    assert len(coords) == result.n_obs == 700
+    assert list(coords["cell"].astype(str)) == list(result.obs_names)
+    assert np.isfinite(coords[["input_umap1", "input_umap2", "embedding_umap1", "embedding_umap2"]].to_numpy()).all()
+    assert (coords["label"].to_numpy() == result.obs["label"].astype(str).to_numpy()).all()
+    assert (coords["cluster"].astype(str).to_numpy() == result.obs["scrcl_cluster"].astype(str).to_numpy()).all()
+    conn = pd.read_csv(run_dir / "analyses" / "paga_connectivities.csv", index_col=0)
+    clusters = sorted(result.obs["scrcl_cluster"].astype(str).unique(), key=lambda v: (len(v), v))
+    assert list(conn.index.astype(str)) == clusters and list(conn.columns) == clusters
+    values = conn.to_numpy()
+    np.testing.assert_allclose(values, values.T)
+    assert values.min() >= 0 and values.max() <= 1 and values.max() > 0
+
+
+def test_bad_run_directories_are_one_line(tmp_path, data_dir):
+    proc = script("evaluate.py", tmp_path / "nope", "--analyses", cwd=tmp_path, data_dir=data_dir)
+    one_line_error(proc, "is not a directory")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = script("evaluate.py", empty, "--analyses", cwd=tmp_path, data_dir=data_dir)
+    one_line_error(proc, "has no result.h5ad")
+    assert not (empty / "analyses").exists()
+    multi = tmp_path / "multi"
+    (multi / "seed5").mkdir(parents=True)
+    (multi / "seed5" / "result.h5ad").write_bytes(b"")
+    proc = script("evaluate.py", multi, "--analyses", cwd=tmp_path, data_dir=data_dir)
+    one_line_error(proc, "several seeds", "seed5")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "result.h5ad").write_bytes(b"not an h5ad file")
+    proc = script("evaluate.py", broken, "--analyses", cwd=tmp_path, data_dir=data_dir)
+    one_line_error(proc, "cannot read")
+    proc = script("evaluate.py", empty, broken, "--analyses", cwd=tmp_path, data_dir=data_dir)
+    one_line_error(proc, "exactly one run directory")
+
+
+def test_changed_input_is_refused(finished_run, tmp_path, data_dir):
+    """A result whose cells no longer match the rebuilt input (here: cells dropped) is refused in one line."""
+    run_dir, _ = finished_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "config.yaml").write_text((run_dir / "config.yaml").read_text())
+    result = ad.read_h5ad(run_dir / "result.h5ad")
+    result[:600].copy().write_h5ad(copy / "result.h5ad")
+    proc = script("evaluate.py", copy, "--analyses", cwd=tmp_path, data_dir=data_dir)
+    one_line_error(proc, "changed since the run")
+    assert not (copy / "analyses").exists()
+
+
+# -- marker ranking edge cases (synthetic: shapes only) ----------------------------------------------
+def _synthetic(clusters: list[str]):
+    rng = np.random.default_rng(0)
+    x = np.log1p(rng.poisson(1.0, (len(clusters), 12))).astype(np.float32)
+    obs = pd.DataFrame({"scrcl_cluster": cluster_categories(clusters)}, index=[f"c{i}" for i in range(len(clusters))])
+    return ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(12)]))
+
+
+def test_clusters_are_ordered_numerically():
+    assert list(cluster_categories(["10", "2", "0", "1", "2"]).categories) == ["0", "1", "2", "10"]
+
+
+def test_a_one_cell_cluster_is_left_out_of_the_tests():
+    adata = _synthetic(["0"] * 10 + ["1"] * 9 + ["2"])
+    assert comparable_clusters(adata.obs["scrcl_cluster"]) == ["0", "1"]
+    markers = rank_markers(adata, n_top=4)
+    assert list(markers["cluster"].unique()) == ["0", "1"] and len(markers) == 8
+
+
+def test_a_single_cluster_has_no_markers():
+    assert rank_markers(_synthetic(["0"] * 20)) is None
+
+
+# -- benchmarks/paper_table.py ---------------------------------------------------------------------
+def _row(text: str, dataset: str, method: str | None = None) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == dataset and (method is None or method in cells):
+            return cells
+    raise AssertionError(f"no row {dataset} / {method} in the table")
+
+
+def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
+    """One seed, two epochs (~40 s): the table's figures are the run's metrics.json and the baselines' JSON; a
+    second call trains nothing; other settings against the same runs are refused."""
+    args = ["--datasets", "pbmc68k", "--seeds", "5", "--epochs", "2", "--set", "hidden_dim=32",
+            "--runs-dir", tmp_path / "runs", "--output", tmp_path / "RESULTS.md"]
+    proc = script("benchmarks/paper_table.py", *args, cwd=tmp_path, data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "RESULTS.md").read_text()
+    metrics = json.loads((tmp_path / "runs" / "pbmc68k" / "seed5" / "metrics.json").read_text())
+    assert metrics["epoch"] == 2 and metrics["seed"] == 5
+    ours = _row(text, "pbmc68k", "scRCL (final epoch)")
+    assert ours[5:9] == [f"{metrics[k]:.4f} ± 0.0000" for k in ("acc", "nmi", "ari", "f1")]
+    assert ours[1:4] == ["700", "765", "10"]
+    base = json.loads((tmp_path / "runs" / "pbmc68k" / "baselines_seed5.json").read_text())
+    assert _row(text, "pbmc68k", "PCA(30) + k-means")[5:9] == [f"{base['pca_kmeans'][k]:.4f} ± 0.0000" for k in ("acc", "nmi", "ari", "f1")]
+    leiden = _row(text, "pbmc68k", "Leiden (resolution for k)")
+    assert leiden[5:9] == [f"{base['leiden'][k]:.4f} ± 0.0000" for k in ("acc", "nmi", "ari", "f1")]
+    assert base["leiden"]["n_found"] == 10, "the resolution search should reach the 10 classes on PBMC 68k"
+    final_part, oracle_part = text.split("## Oracle epoch")
+    assert oracle_part.startswith(" — uses the labels to pick the epoch")
+    assert _row(oracle_part, "pbmc68k")[1:5] == [f"{metrics['oracle_' + k]:.4f} ± 0.0000" for k in ("acc", "nmi", "ari", "f1")]
+    assert "oracle" not in final_part.lower()
+    for fact in ("Command: `python benchmarks/paper_table.py --datasets pbmc68k", "Date: ", "machine: ", "Total time"):
+        assert fact in text
+    assert not (tmp_path / "runs" / "pbmc68k" / "seed5" / "checkpoints").exists()
+
+    again = script("benchmarks/paper_table.py", *args, cwd=tmp_path, data_dir=data_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "done before" in again.stdout
+    assert _row((tmp_path / "RESULTS.md").read_text(), "pbmc68k", "scRCL (final epoch)")[5:9] == ours[5:9]
+
+    changed = [("3" if a == "2" else a) for a in args]  # --epochs 3 against runs made with 2
+    other = script("benchmarks/paper_table.py", *changed, cwd=tmp_path, data_dir=data_dir)
+    one_line_error(other, "other settings", "epochs")
+
+
+def test_paper_table_bad_input_is_one_line(tmp_path, data_dir):
+    out = tmp_path / "RESULTS.md"
+    for args, fragment in ((["--datasets", "no_such_set"], "unknown dataset"), (["--seeds", "a,b"], "seeds must be integers"),
+                           (["--set", "hidden_dim"], "key=value"), (["--epochs", "0"], "--epochs must be at least 1"),
+                           (["--datasets", "pbmc68k", "--set", "no_such_key=1"], "unknown config key")):
+        proc = script("benchmarks/paper_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", cwd=tmp_path, data_dir=data_dir)
+        one_line_error(proc, fragment)
+    assert not out.exists()
+
+
+def test_local_datasets_are_the_ones_on_disk(data_dir):
+    from benchmarks.paper_table import local_datasets
+    from datamodules.registry import get_spec
+
+    names = local_datasets(str(data_dir), "sc")
+    assert "pbmc68k" in names and "pbmc10x" in names
+    for name in names:
+        spec = get_spec(name)
+        assert spec.task == "sc"
+        assert any(all((data_dir / f.path).exists() for f in s.files.values()) for s in spec.sources)
+    assert not {n for n in local_datasets(str(data_dir), "st")} & set(names)
+
+
+def test_leiden_resolution_search_reaches_k_without_labels(data_dir):
+    """On PBMC 68k's preprocessed input the bisection finds a resolution giving exactly k clusters."""
+    from benchmarks.paper_table import leiden_with_k, table_config
+    from scrcl import runner
+
+    config = table_config("pbmc68k", 2, {}, str(data_dir))
+    datamodule = runner.make_datamodule(config)
+    datamodule.setup("fit")
+    x = datamodule.batch.x.numpy()
+    for k in (4, 10):
+        out = leiden_with_k(x, k, seed=5)
+        assert out["n_found"] == k == len(np.unique(out["pred"])) and out["resolution"] > 0
+        assert out["pred"].shape == (700,)

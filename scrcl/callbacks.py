@@ -1,4 +1,4 @@
-"""Callbacks: k-means + scores every N epochs, UMAP plots, and the label-free final result.
+"""Callbacks: k-means + scores every N epochs, UMAPs and domain maps, and the label-free final result.
 
 Labels only ever *score*: the reported result is the final epoch's clustering. The evaluation
 history is kept so that the best-by-label epoch can be written beside it as ``oracle_*`` — a figure
@@ -78,6 +78,7 @@ class ClusteringEvaluator(L.Callback):
         n_evals = len(self.history)
         if final or (self.umap_every > 0 and n_evals % self.umap_every == 0):
             self._plot(trainer, result, epoch, final)
+            self._domain_map(trainer, result, epoch, final)
         if final:
             self.final = {"epoch": epoch, "scores": scores, **result}
 
@@ -97,6 +98,28 @@ class ClusteringEvaluator(L.Callback):
             log_image = getattr(logger, "log_image", None)
             if log_image is not None:
                 log_image(key="umap_final" if final else "umap", images=[str(path)], step=trainer.global_step)
+
+    def _domain_map(self, trainer, result, epoch, final):
+        """Spatial data: spots on the tissue by predicted domain (refined, raw) beside the annotation."""
+        coords = getattr(self.batch, "coords", None)
+        task = getattr(getattr(trainer, "datamodule", None), "task", "st")  # a file with coordinates run as sc: no map
+        if self.run_dir is None or coords is None or task != "st":
+            return
+        from scrcl.spatial_plots import domain_map_figure
+
+        y, _ = self._labels()
+        truth = None
+        if y is not None:
+            names = self.label_names or [str(i) for i in range(int(y.max()) + 1)]
+            truth = np.array([names[v] if v >= 0 else None for v in y], dtype=object)
+        path = self.run_dir / ("domains_final.png" if final else f"domains/epoch_{epoch:04d}.png")
+        domain_map_figure(coords.cpu().numpy(), result["pred"], path, truth=truth, radius=self.radius,
+                          pred_unrefined=result["pred_unrefined"] if self.radius > 0 else None,
+                          title=f"scRCL spatial domains, epoch {epoch}")
+        for logger in trainer.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if log_image is not None:
+                log_image(key="domains_final" if final else "domains", images=[str(path)], step=trainer.global_step)
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, pl_module):

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.neighbors import NearestNeighbors
+from sklearn.neighbors import KDTree
 
 __all__ = ["kmeans", "refine_spatial"]
 
@@ -52,14 +52,41 @@ def kmeans(embedding: np.ndarray, n_clusters: int, seed: int, n_init: int = 10) 
     return model.fit_predict(x).astype(np.int64, copy=False)
 
 
+def _nearest_others(coords: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) indices of each spot's ``k`` nearest other spots, ordered by (distance, index).
+
+    Two kd-tree passes: the (k+1)-th smallest distance from a spot over all spots (itself at 0
+    included) is the k-th smallest over the others; every spot within it is then collected, so ties
+    at the edge are all seen and the lower indices win. Memory stays O(N * k) (plus equidistant ties).
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    n = coords.shape[0]
+    tree = KDTree(coords)
+    kth = tree.query(coords, k=k + 1, return_distance=True)[0][:, -1]
+    # A hair of slack so rounding never drops an edge spot; the sort below keeps exactly the k nearest.
+    found, dist = tree.query_radius(coords, r=kth * (1 + 1e-9) + 1e-12, return_distance=True)
+    sizes = np.fromiter((len(f) for f in found), np.int64, n)
+    row = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    idx = np.concatenate(found).astype(np.int64, copy=False)
+    dist = np.concatenate(dist)
+    other = idx != row
+    row, idx, dist = row[other], idx[other], dist[other]
+    order = np.lexsort((idx, dist, row))  # by spot, then distance, then index
+    row, idx = row[order], idx[order]
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    rank = np.arange(row.size) - np.repeat(starts, np.diff(np.r_[starts, row.size]))
+    return idx[rank < k].reshape(n, k)
+
+
 def refine_spatial(labels: np.ndarray, coords: np.ndarray, radius: int) -> np.ndarray:
     """Relabel each spot by majority vote over itself and its ``radius`` nearest other spots.
 
     Neighbours are found by Euclidean distance on ``coords`` (N, 2) with a kd-tree, so the cost is
     O(N log N + N * radius) and no N x N matrix is built. The spot itself always votes, and is
     excluded from its own neighbour list even when other spots share its coordinates. When several
-    spots are equally far at the edge of the neighbourhood, the tree search decides which are taken
-    (deterministic for a given input). ``radius`` is capped at N - 1.
+    spots are equally far at the edge of the neighbourhood (common on a regular Visium grid), the
+    ones with the lower index are taken, so the result does not depend on the tree's internals.
+    ``radius`` is capped at N - 1.
 
     Ties in the vote keep the spot's own label if it is among the most frequent, otherwise the
     smallest tied label. ``radius=0`` returns an unchanged copy. Returns a new array of the input's
@@ -84,8 +111,7 @@ def refine_spatial(labels: np.ndarray, coords: np.ndarray, radius: int) -> np.nd
     codes = codes.reshape(-1).astype(np.int64, copy=False)
     n_labels = uniques.shape[0]
 
-    tree = NearestNeighbors(n_neighbors=k, algorithm="kd_tree").fit(coords)
-    others = tree.kneighbors(return_distance=False)  # X=None: each spot's k nearest, excluding itself
+    others = _nearest_others(coords, k)
 
     # Votes as (spot, label) keys; counting them sparsely keeps memory at O(N * radius).
     votes = np.concatenate([codes[:, None], codes[others]], axis=1)

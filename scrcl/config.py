@@ -46,7 +46,7 @@ TYPES = {
     "lr": float, "weight_decay": float, "dropout": float, "alpha": float, "beta": float, "tau": float, "hea_weight": float,
 }
 CHOICES = {
-    "task": ("sc", "st"), "input": ("counts", "lognorm", "scaled"), "loss_impl": ("linear", "dense"),
+    "task": ("sc", "st"), "input": ("counts", "lognorm", "scaled"), "loss_impl": ("linear", "dense"), "optimizer": ("adam", "adamw"),
     "logger": ("wandb", "csv", "none"), "views": ("both", "mlp", "gnn"), "gene_graph": ("knn", "identity"),
 }
 

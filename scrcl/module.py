@@ -28,6 +28,7 @@ class ScRCLModule(L.LightningModule):
         loss_impl: str = "linear",
         lr: float = 1e-4,
         weight_decay: float = 0.1,
+        optimizer: str = "adam",
         views: str = "both",
         refine: bool = True,
     ):
@@ -50,7 +51,10 @@ class ScRCLModule(L.LightningModule):
         return terms["loss"]
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        """``adam``: Adam with L2 weight decay added to the gradient (the reference's optimiser).
+        ``adamw``: the decay decoupled from the adaptive step (Loshchilov & Hutter); see configs/generic_sc.yaml."""
+        kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[self.hparams.optimizer]
+        return kind(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
     def embed(self, batch) -> torch.Tensor:

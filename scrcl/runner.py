@@ -156,6 +156,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         loss_impl=config["loss_impl"],
         lr=config["lr"],
         weight_decay=config["weight_decay"],
+        optimizer=config.get("optimizer", "adam"),
         views=config.get("views", "both"),
         refine=config.get("refine", True),
     )

@@ -104,6 +104,12 @@ def main(argv=None) -> int:
             if not (overrides["dataset"] or overrides["data"]):
                 overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
             config = resolve_config(config_file=args.config, overrides=overrides)
+            if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
+                from datamodules.loading import spatial_note
+
+                note = spatial_note(config["data"])
+                if note:
+                    print(note)
             result = runner.run(config)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

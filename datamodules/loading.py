@@ -109,6 +109,29 @@ def load_file(path: str | os.PathLike, *, label_key: str | None = None, task: st
     return Loaded(adata, task, {"dataset": path.stem, "reader": reader, "files": {"data": str(path)}, "paper_dataset": False})
 
 
+def spatial_note(path: str | os.PathLike) -> str | None:
+    """One informational line when a user's file holds spot coordinates but runs as scRNA-seq, else None.
+
+    Looks without reading the data: a Visium folder (``spatial/``) or an .h5ad with ``obsm/spatial``.
+    """
+    path = Path(path).expanduser()
+    found = False
+    if path.is_dir():
+        found = (path / "spatial").is_dir()
+    elif path.suffix.lower() == ".h5ad" and path.is_file():
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                found = "obsm" in f and isinstance(f["obsm"], h5py.Group) and "spatial" in f["obsm"]
+        except OSError:  # not readable: the reader reports it properly
+            found = False
+    if not found:
+        return None
+    return (f"note: {path.name} has spatial coordinates (obsm['spatial']) but runs as scRNA-seq (task sc); "
+            "pass --task st for spatial domains")
+
+
 def from_anndata(adata, *, label_key: str | None = None, task: str | None = None) -> Loaded:
     """An in-memory AnnData (the Python API). Copies, so the caller's object is never modified."""
     adata = adata.copy()

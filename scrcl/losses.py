@@ -14,13 +14,35 @@ Two implementations are selectable with ``impl``:
 
 * ``"dense"``: the paper's form; builds κ and S as ``N x N`` matrices. For tests and benchmarks.
 * ``"linear"`` (default): exact algebraic rewrite in O(N·k·d) time and memory (k = mean degree),
-  with no ``N x N`` tensor. It sums large terms that cancel, so it accumulates in float64 and
-  casts the final loss back to the input dtype.
+  with no ``N x N`` tensor.
+
+How the linear forms stay exact and fast:
+
+* A symmetric KL between two softmaxes needs no logarithm. With p = softmax(x/τ), q = softmax(y/τ):
+  log p − log q = (x − y)/τ − const and Σ (p − q) = 0, so ``KL(p‖q) + KL(q‖p) = Σ (p − q)(x − y)/τ``.
+  Hence κᵢⱼ = (Pᵢ − Qⱼ)·(Ēᵐᵢ − Ēᵍⱼ)/τ, and HEA is the same expression over the flattened matrices
+  (global level) and on the diagonal (cell level).
+* HEA and NDC are autograd functions with hand-derived backward passes that go through the rows
+  in blocks of a few MB, so their temporaries are reused instead of allocated (and page-faulted)
+  afresh for every elementwise step; NDC's sparse products run block by block too.
+* Precision. NDC's float64 parts are where digits would otherwise be lost: (1) the row softmaxes,
+  kept as deviations P − 1/d (stored in the input dtype): near-uniform rows differ from 1/d by
+  ~|x|/(dτ), and κ is a product of such differences, so a float32 softmax would put its rounding
+  error (relative to 1/d) straight into κ; (2) every sum over all N cells (column sums, the row
+  sums Rᵢ = Σⱼ κᵢⱼ, Σⱼ βⱼ, the final mean), which add N terms that partly cancel. Everything
+  else — the sparse products and the per-row dot products, i.e. all the O(nnz·d) and O(N·d) work —
+  runs in the input dtype on centred vectors: κ is unchanged when one vector is subtracted from
+  both Pᵢ and Qⱼ, or from both Ēᵐᵢ and Ēᵍⱼ, so NDC subtracts the component all cells share (for Ēᵍ
+  as a rank-one correction of its sparse product) and the products add terms of the size of the
+  spread between cells rather than of the shared component. HEA works in the input dtype
+  throughout (as the paper's form does). CVC is O(N·c'), tiny, and stays in float64.
 
 Every loss is a pure function of its tensors.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +51,14 @@ from torch import Tensor
 __all__ = ["hea_loss", "kappa_matrix", "ndc_loss", "cvc_loss", "scrcl_loss"]
 
 _IMPLS = ("linear", "dense")
+
+# Row blocks on CPU. Elementwise work runs on blocks of ~8 MB (float32): such temporaries stay in
+# glibc's heap, so each block reuses the previous block's memory, whereas a fresh N x d buffer costs a
+# page fault per 4 kB, more than the arithmetic on it. Sparse products run on larger blocks (their
+# output buffer is allocated once per call): the fewer the blocks, the fewer times the dense operand
+# is streamed through the cache.
+_BLOCK_ELEMENTS = 1 << 21
+_SPARSE_BLOCK_ELEMENTS = 1 << 24
 
 
 def _check_impl(impl: str) -> None:
@@ -55,20 +85,139 @@ def _sparse_values(cell_graph: Tensor) -> Tensor:
     return cell_graph.values()
 
 
-def _row_log_softmax_terms(e: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Return ``(q, log q, Σ_k q log q)`` for ``q = softmax_row(e / tau)``, all float64.
+def _work_dtype(x: Tensor) -> torch.dtype:
+    """float64 inputs stay float64; anything else (float32, bf16/fp16 under autocast) runs in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
-    float64 from the logits on: κ is a difference of O(log d) terms that nearly cancel when the
-    two views agree, so float32 would lose most of its digits.
+
+def _row_blocks(
+    stop: int, width: int, device: torch.device, elements: int = _BLOCK_ELEMENTS, start: int = 0
+) -> list[tuple[int, int]]:
+    """Row ranges ``[r0, r1)`` covering ``start..stop`` with about ``elements`` entries of a row of
+    ``width`` each; one block on accelerators (no page-fault cost there)."""
+    rows = stop - start if device.type != "cpu" else max(1, elements // max(width, 1))
+    return [(r0, min(stop, r0 + rows)) for r0 in range(start, stop, max(rows, 1))]
+
+
+def _csr_parts(graph: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(row pointers, column indices, values) of a sparse matrix as CSR, values in ``dtype``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        if graph.layout != torch.sparse_csr:
+            graph = graph.to_sparse_csr()
+    graph = graph.to(device)
+    return graph.crow_indices(), graph.col_indices(), graph.values().to(dtype)
+
+
+def _transpose_parts(crow: Tensor, col: Tensor, val: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR parts of Aᵀ: A's CSC form read as CSR."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        csc = torch.sparse_csr_tensor(crow, col, val, size=(n, n)).to_sparse_csc()
+    return csc.ccol_indices(), csc.row_indices(), csc.values()
+
+
+def _csr_rows(crow: Tensor, col: Tensor, val: Tensor, r0: int, r1: int, n_cols: int) -> Tensor:
+    """Rows ``r0:r1`` of a CSR matrix as a ``(r1 - r0, n_cols)`` CSR tensor (views, no copy of indices)."""
+    if r0 == 0 and r1 == crow.numel() - 1:
+        lo, hi, ptr = 0, col.numel(), crow
+    else:
+        lo, hi = int(crow[r0]), int(crow[r1])
+        ptr = crow[r0 : r1 + 1] - lo
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        return torch.sparse_csr_tensor(ptr, col[lo:hi], val[lo:hi], size=(r1 - r0, n_cols))
+
+
+def _strip_width(n: int) -> int:
+    """Columns per strip of an ``(n, w)`` dense operand of a sparse product: ~8 MB of float32, so the
+    rows the sparse matrix gathers stay in cache (about 2x faster on CPU than the whole width)."""
+    return int(min(512, max(32, (8 << 20) // (4 * max(n, 1)))))
+
+
+def _sparse_rows_mm_add(block: Tensor, dense: Tensor, out: Tensor, alpha: float = 1.0) -> Tensor:
+    """``out += alpha · block @ dense`` in place, for a CSR ``block`` (R, N) and ``dense`` (N, w).
+
+    On CPU by column strips of ``dense``, straight into ``out``'s columns (no temporary).
     """
-    logq = F.log_softmax(e.double() / tau, dim=1)
-    q = logq.exp()
-    return q, logq, (q * logq).sum(dim=1)
+    if dense.device.type != "cpu":
+        return out.add_(block @ dense, alpha=alpha)
+    step = _strip_width(dense.shape[0])
+    for c0 in range(0, dense.shape[1], step):
+        strip = out[:, c0 : c0 + step]
+        torch.addmm(strip, block, dense[:, c0 : c0 + step], alpha=alpha, out=strip)
+    return out
+
+
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ_k a_ik b_ik for each row, ``(R,)``."""
+    return (a * b).sum(dim=1)
+
+
+def _softmax_deviation(x: Tensor, tau: float) -> Tensor:
+    """``softmax_row(x / τ) − 1/d`` in float64, ``(R, d)``."""
+    p = torch.softmax(x.to(torch.float64, copy=True).div_(tau), dim=1)
+    return p.sub_(1.0 / x.shape[1])
 
 
 # --------------------------------------------------------------------------------------------
 # HEA, Eq. 3
 # --------------------------------------------------------------------------------------------
+
+
+class _HEA(torch.autograd.Function):
+    """L_HEA in the log-free form; saves only the two inputs and four scalars for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, e_m: Tensor, e_g: Tensor, tau: float) -> Tensor:
+        with torch.autocast(e_m.device.type, enabled=False):
+            x, y = e_m.to(_work_dtype(e_m)), e_g.to(_work_dtype(e_m))
+            n, d = x.shape
+            blocks = _row_blocks(n, d, x.device)
+            # Global softmax over all N·d entries: its log-normaliser first, block by block.
+            lse_x = torch.stack([torch.logsumexp(x[r0:r1].flatten() / tau, 0) for r0, r1 in blocks]).logsumexp(0)
+            lse_y = torch.stack([torch.logsumexp(y[r0:r1].flatten() / tau, 0) for r0, r1 in blocks]).logsumexp(0)
+            glob = p_diff = cell = x.new_zeros((), dtype=torch.float64)
+            for r0, r1 in blocks:
+                xb, yb = x[r0:r1], y[r0:r1]
+                diff = xb - yb
+                p = torch.exp(xb / tau - lse_x)
+                q = torch.exp(yb / tau - lse_y)
+                p_diff = p_diff + _row_dot(p, diff).sum(dtype=torch.float64)  # ⟨x − y, p⟩, for the backward
+                glob = glob + _row_dot(p.sub_(q), diff).sum(dtype=torch.float64)  # Σ (p − q)(x − y)
+                pr, qr = torch.softmax(xb / tau, dim=1), torch.softmax(yb / tau, dim=1)
+                cell = cell + _row_dot(pr.sub_(qr), diff).sum(dtype=torch.float64)
+            q_diff = p_diff - glob
+            loss = glob / tau + cell / (2.0 * n * tau)
+        ctx.save_for_backward(e_m, e_g)
+        ctx.scalars = (tau, lse_x, lse_y, p_diff.to(x.dtype), q_diff.to(x.dtype))
+        return loss.to(e_m.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        e_m, e_g = ctx.saved_tensors
+        tau, lse_x, lse_y, p_diff, q_diff = ctx.scalars
+        with torch.autocast(e_m.device.type, enabled=False):
+            x, y = e_m.to(_work_dtype(e_m)), e_g.to(_work_dtype(e_m))
+            n, d = x.shape
+            g = grad.to(x.dtype)
+            w_glob, w_cell = g / tau, g / (2.0 * n * tau)
+            gx, gy = torch.empty_like(x), torch.empty_like(y)
+            for r0, r1 in _row_blocks(n, d, x.device):
+                xb, yb = x[r0:r1], y[r0:r1]
+                diff = xb - yb
+                # d/dx Σ(p − q)(x − y) = (p − q) + p ∘ ((x − y) − ⟨x − y, p⟩)/τ, and the mirror image in y.
+                p = torch.exp(xb / tau - lse_x)
+                q = torch.exp(yb / tau - lse_y)
+                pq = p - q
+                gxb = w_glob * (pq + p * (diff - p_diff) / tau)
+                gyb = w_glob * (-pq - q * (diff - q_diff) / tau)
+                pr, qr = torch.softmax(xb / tau, dim=1), torch.softmax(yb / tau, dim=1)
+                pq = pr - qr
+                gxb += w_cell * (pq + pr * (diff - _row_dot(pr, diff)[:, None]) / tau)
+                gyb -= w_cell * (pq + qr * (diff - _row_dot(qr, diff)[:, None]) / tau)
+                gx[r0:r1], gy[r0:r1] = gxb, gyb
+        return gx.to(e_m.dtype), gy.to(e_g.dtype), None
 
 
 def hea_loss(e_m: Tensor, e_g: Tensor, tau: float) -> Tensor:
@@ -82,6 +231,9 @@ def hea_loss(e_m: Tensor, e_g: Tensor, tau: float) -> Tensor:
 
     ``L_HEA = L_glob + L_cell``, with ``KL(p‖q) = Σ p (log p − log q)``.
 
+    Computed without logarithms: ``KL(p‖q) + KL(q‖p) = Σ (p − q)(x − y)/τ`` for p = softmax(x/τ),
+    q = softmax(y/τ) (see the module docstring), in O(N·d) with a hand-written backward pass.
+
     Args:
         e_m, e_g: ``(N, d)`` normalised embeddings of the two views.
         tau: temperature.
@@ -90,16 +242,7 @@ def hea_loss(e_m: Tensor, e_g: Tensor, tau: float) -> Tensor:
         0-dim tensor in the input dtype.
     """
     _check_views(e_m, e_g, "e_m and e_g")
-    # KL(p‖q) + KL(q‖p) = Σ (p − q)(log p − log q): one pass, log_softmax for stability.
-    lp = F.log_softmax(e_m.reshape(-1) / tau, dim=0)
-    lq = F.log_softmax(e_g.reshape(-1) / tau, dim=0)
-    glob = ((lp.exp() - lq.exp()) * (lp - lq)).sum()
-
-    lp = F.log_softmax(e_m / tau, dim=1)
-    lq = F.log_softmax(e_g / tau, dim=1)
-    # ½·[mean KL(P‖Q) + mean KL(Q‖P)] = ½·mean_i Σ_k (P − Q)(log P − log Q).
-    cell = 0.5 * ((lp.exp() - lq.exp()) * (lp - lq)).sum(dim=1).mean()
-    return glob + cell
+    return _HEA.apply(e_m, e_g, tau)
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +276,173 @@ def kappa_matrix(e_m: Tensor, e_g: Tensor, tau: float) -> Tensor:
     return a[:, None] + b[None, :] - p @ logq.T - logp @ q.T
 
 
+def _shifts(y: Tensor, tau: float, work: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Common shifts ``(m_y, m_q)`` (d,) for X, Y and for P − 1/d, Q − 1/d.
+
+    κ is the same for any shifts (they cancel in Pᵢ − Qⱼ and Xᵢ − Yⱼ), so they need not be exact
+    means: the mean over at most 2048 evenly spaced rows takes out what all cells share. ``m_y`` is
+    rounded to ``work`` (then X − m_y is exact to one rounding), ``m_q`` stays float64.
+    """
+    n = y.shape[0]
+    sample = torch.linspace(0, n - 1, min(n, 2048), device=y.device).round().long()
+    return y[sample].double().mean(dim=0).to(work), _softmax_deviation(y[sample], tau).mean(dim=0)
+
+
+def _view_block(e: Tensor, r0: int, r1: int, tau: float, m_y: Tensor, m_q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows ``r0:r1`` of one view: ``(E − m_y, P − 1/d − m_q, P)``, P = softmax_row(E/τ), in E's dtype.
+
+    The softmax is float64 and the deviation P − 1/d − m_q is formed before rounding.
+    """
+    rows = e[r0:r1]
+    p = torch.softmax(rows.to(torch.float64, copy=True).div_(tau), dim=1)
+    p_work = p.to(e.dtype)
+    return rows - m_y, p.sub_(m_q + 1.0 / e.shape[1]).to(e.dtype), p_work
+
+
+def _column_sums(m: Tensor) -> Tensor:
+    """Σ over rows of ``m`` (N, w), block sums accumulated in float64, ``(w,)``."""
+    total = torch.zeros(m.shape[1], dtype=torch.float64, device=m.device)
+    for r0, r1 in _row_blocks(m.shape[0], m.shape[1], m.device):
+        total += m[r0:r1].sum(dim=0)
+    return total
+
+
+def _aggregate(block: Tensor, left: Tensor, right: Tensor, out: Tensor, alpha: float = 1.0) -> Tensor:
+    """``out[:, :d] += α·block @ left``, ``out[:, d:] += α·block @ right`` (block: CSR rows, out: (R, 2d))."""
+    d = left.shape[1]
+    _sparse_rows_mm_add(block, left, out[:, :d], alpha)
+    _sparse_rows_mm_add(block, right, out[:, d:], alpha)
+    return out
+
+
+class _NDCLinear(torch.autograd.Function):
+    """L_NDC in O(N·d + nnz·d) with a hand-derived backward pass (see :func:`ndc_loss`).
+
+    X = Ēᵐ, Y = Ēᵍ, hats: after the common shifts (:func:`_shifts`). With k = τκ (τ cancels in
+    pos/neg), sᵢ = Σⱼ Ãᵢⱼ kᵢⱼ, rᵢ = Σ_{j≠i} kᵢⱼ and L = mean_i (N−1)·sᵢ / (deg̃ᵢ·rᵢ), the weight of
+    kᵢⱼ in dL is ωᵢⱼ = uᵢ Ãᵢⱼ + vᵢ (1 − δᵢⱼ) with uᵢ = (N−1)/(N deg̃ᵢ rᵢ) and
+    vᵢ = −(N−1) sᵢ/(N deg̃ᵢ rᵢ²). As ∂kᵢⱼ/∂Pᵢ = Xᵢ − Yⱼ and ∂kᵢⱼ/∂Xᵢ = Pᵢ − Qⱼ:
+
+    * ∂L/∂Pᵢ = ρᵢ X̂ᵢ − uᵢ (ÃŶ)ᵢ − vᵢ (ΣŶ − Ŷᵢ) and ∂L/∂Xᵢ (direct) = ρᵢ P̂ᵢ − uᵢ (ÃQ̂)ᵢ − vᵢ (ΣQ̂ − Q̂ᵢ),
+      ρᵢ = Σⱼ ωᵢⱼ;
+    * ∂L/∂Qⱼ = γⱼ Ŷⱼ − (Ãᵀ diag(u) X̂)ⱼ − vᵀX̂ + vⱼ X̂ⱼ and ∂L/∂Yⱼ (direct) the same with (Q̂, P̂) for
+      (Ŷ, X̂), γⱼ = Σᵢ ωᵢⱼ;
+
+    then the softmax Jacobian maps ∂L/∂P onto X: P ∘ (g − ⟨g, P⟩)/τ. Memory: besides the inputs, the
+    forward pass keeps Q̂ (N, d); the backward pass holds at most three (N, d) arrays (Q̂ or Y's
+    gradient, P̂, X's gradient) plus one block buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, e_m: Tensor, e_g: Tensor, crow: Tensor, col: Tensor, val: Tensor, tau: float) -> Tensor:
+        with torch.autocast(e_m.device.type, enabled=False):
+            work = _work_dtype(e_m)
+            x, y = e_m.to(work), e_g.to(work)
+            n, d = x.shape
+            m_y, m_q = _shifts(y, tau, work)
+            q_hat = torch.empty_like(y)
+            for r0, r1 in _row_blocks(n, d, y.device):
+                q_hat[r0:r1] = _view_block(y, r0, r1, tau, m_y, m_q)[1]
+            sum_q = _column_sums(q_hat)  # ΣQ̂ and ΣŶ: ≈ 0, kept so that the shifts need not be exact means
+            sum_y = _column_sums(y) - n * m_y.double()
+            graph64 = _csr_rows(crow, col, val.double(), 0, n, n)
+            deg = (graph64 @ torch.ones(n, 1, dtype=torch.float64, device=y.device))[:, 0] + 1.0  # row sums of Ã
+            sum_q_w, sum_y_w, deg_w = sum_q.to(work), sum_y.to(work), deg.to(work)
+            alpha, beta, cross, e_dot, t_dot = (torch.empty(n, dtype=torch.float64, device=y.device) for _ in range(5))
+            outer = _row_blocks(n, 2 * d, y.device, _SPARSE_BLOCK_ELEMENTS)
+            buffer = torch.empty(outer[0][1], 2 * d, dtype=work, device=y.device)
+            for s0, s1 in outer:
+                agg = buffer[: s1 - s0]
+                agg[:, :d], agg[:, d:] = y[s0:s1], q_hat[s0:s1]  # the "+ I" of Ã
+                _aggregate(_csr_rows(crow, col, val, s0, s1, n), y, q_hat, agg)
+                agg[:, :d].addr_(deg_w[s0:s1], m_y, alpha=-1.0)  # [Ã Ŷ | Ã Q̂]
+                for r0, r1 in _row_blocks(s1, 2 * d, y.device, start=s0):
+                    xb, pb, _ = _view_block(x, r0, r1, tau, m_y, m_q)
+                    yb, qb, ab = y[r0:r1] - m_y, q_hat[r0:r1], agg[r0 - s0 : r1 - s0]
+                    alpha[r0:r1] = _row_dot(xb, pb)  # P̂ᵢ·X̂ᵢ
+                    beta[r0:r1] = _row_dot(yb, qb)  # Q̂ᵢ·Ŷᵢ
+                    cross[r0:r1] = _row_dot(xb, qb) + _row_dot(pb, yb)  # X̂ᵢ·Q̂ᵢ + P̂ᵢ·Ŷᵢ
+                    e_dot[r0:r1] = xb @ sum_q_w + pb @ sum_y_w  # X̂ᵢ·ΣQ̂ + P̂ᵢ·ΣŶ
+                    t_dot[r0:r1] = _row_dot(xb, ab[:, d:]) + _row_dot(pb, ab[:, :d])  # X̂ᵢ·(ÃQ̂)ᵢ + P̂ᵢ·(ÃŶ)ᵢ
+            del buffer, agg
+            s = deg * alpha + (graph64 @ beta[:, None])[:, 0] + beta - t_dot  # τ Σⱼ Ãᵢⱼ κᵢⱼ
+            r = n * alpha + beta.sum() - e_dot - (alpha + beta - cross)  # τ (Rᵢ − κᵢᵢ)
+            ratio = (n - 1) * s / (deg * r)
+        ctx.save_for_backward(e_m, e_g, crow, col, val, deg, r, ratio, m_y, m_q, sum_q, sum_y)
+        ctx.q_hat = q_hat  # an attribute, not a saved tensor, so the backward pass can free it early
+        ctx.tau = tau
+        return ratio.mean().to(e_m.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        e_m, e_g, crow, col, val, deg, r, ratio, m_y, m_q, sum_q, sum_y = ctx.saved_tensors
+        q_hat, ctx.q_hat = ctx.q_hat, None
+        tau = ctx.tau
+        with torch.autocast(e_m.device.type, enabled=False):
+            work = q_hat.dtype
+            x, y = e_m.to(work), e_g.to(work)
+            n, d = x.shape
+            u = (n - 1) / (n * deg * r)
+            v = -ratio / (n * r)
+            crow_t, col_t, val_t = _transpose_parts(crow, col, val.double(), n)
+            at_u = (_csr_rows(crow_t, col_t, val_t, 0, n, n) @ u[:, None])[:, 0]  # Aᵀu
+            rho = u * deg + (n - 1) * v  # Σⱼ ωᵢⱼ
+            gamma = at_u + u + v.sum() - v  # Σᵢ ωᵢⱼ
+            val_tu = (val_t * u[col_t]).to(work)  # Aᵀ diag(u)
+            g = grad.to(work)
+            sum_q, sum_y, at_u_w, deg_w = sum_q.to(work), sum_y.to(work), at_u.to(work), deg.to(work)
+            u, v, rho, gamma = (t.to(work)[:, None] for t in (u, v, rho, gamma))
+            outer = _row_blocks(n, 2 * d, x.device, _SPARSE_BLOCK_ELEMENTS)
+            buffer = torch.empty(outer[0][1], 2 * d, dtype=work, device=x.device)
+
+            # X's gradient, keeping P̂ for the second pass.
+            gx, p_hat = torch.empty_like(x), torch.empty_like(x)
+            for s0, s1 in outer:
+                agg = buffer[: s1 - s0]
+                agg[:, :d], agg[:, d:] = y[s0:s1], q_hat[s0:s1]
+                _aggregate(_csr_rows(crow, col, val, s0, s1, n), y, q_hat, agg)
+                agg[:, :d].addr_(deg_w[s0:s1], m_y, alpha=-1.0)  # [Ã Ŷ | Ã Q̂]
+                for r0, r1 in _row_blocks(s1, 2 * d, x.device, start=s0):
+                    xb, pb, p = _view_block(x, r0, r1, tau, m_y, m_q)
+                    p_hat[r0:r1] = pb
+                    ab, ub, vb, rb = agg[r0 - s0 : r1 - s0], u[r0:r1], v[r0:r1], rho[r0:r1]
+                    g_p = ab[:, :d].mul_(-ub).addcmul_(xb, rb).addcmul_(y[r0:r1] - m_y - sum_y, vb)
+                    g_x = ab[:, d:].mul_(-ub).addcmul_(pb, rb).addcmul_(q_hat[r0:r1] - sum_q, vb)
+                    _softmax_backward(g_p, g_x, p, tau, g, gx[r0:r1])
+            del q_hat
+
+            # Y's gradient: vᵀX̂ and vᵀP̂, then Ãᵀ diag(u) [X̂ | P̂] block by block.
+            v_x = torch.zeros(d, dtype=torch.float64, device=x.device)
+            v_p = torch.zeros(d, dtype=torch.float64, device=x.device)
+            for r0, r1 in _row_blocks(n, d, x.device):
+                v_x += (x[r0:r1] - m_y).T @ v[r0:r1, 0]  # centred first: Σ vᵢ Xᵢ alone would cancel
+                v_p += p_hat[r0:r1].T @ v[r0:r1, 0]
+            v_x, v_p = v_x.to(work), v_p.to(work)
+            gy = torch.empty_like(y)
+            for s0, s1 in outer:
+                agg = buffer[: s1 - s0].zero_()
+                _aggregate(_csr_rows(crow_t, col_t, val_tu, s0, s1, n), x, p_hat, agg, alpha=-1.0)
+                agg[:, :d].addr_(at_u_w[s0:s1], m_y)  # −[Aᵀ diag(u) X̂ | Aᵀ diag(u) P̂]
+                for r0, r1 in _row_blocks(s1, 2 * d, x.device, start=s0):
+                    yb, qb, q = _view_block(y, r0, r1, tau, m_y, m_q)
+                    xb, pb = x[r0:r1] - m_y, p_hat[r0:r1]
+                    ab, ub, vb, gb = agg[r0 - s0 : r1 - s0], u[r0:r1], v[r0:r1], gamma[r0:r1]
+                    g_q = ab[:, :d].addcmul_(yb, gb).addcmul_(xb, vb - ub).sub_(v_x)
+                    g_y = ab[:, d:].addcmul_(qb, gb).addcmul_(pb, vb - ub).sub_(v_p)
+                    _softmax_backward(g_q, g_y, q, tau, g, gy[r0:r1])
+        return gx.to(e_m.dtype), gy.to(e_g.dtype), None, None, None, None
+
+
+def _softmax_backward(g_p: Tensor, g_direct: Tensor, p: Tensor, tau: float, scale: Tensor, out: Tensor) -> None:
+    """``out = scale·(g_direct + p ∘ (g_p − ⟨g_p, p⟩)/τ)``: the chain rule through p = softmax_row(x/τ).
+
+    Overwrites ``g_p``.
+    """
+    g_p.sub_(_row_dot(g_p, p)[:, None]).mul_(p).div_(tau)
+    torch.add(g_direct, g_p, out=out)
+    out.mul_(scale)
+
+
 def ndc_loss(
     e_m: Tensor, e_g: Tensor, cell_graph: Tensor, tau: float, impl: str = "linear"
 ) -> Tensor:
@@ -150,11 +460,18 @@ def ndc_loss(
 
     * all-j row sum ``Rᵢ = N·aᵢ + Σⱼ bⱼ − Pᵢ·Σⱼ log Qⱼ − log Pᵢ·Σⱼ Qⱼ``;
     * negatives ``Rᵢ − κᵢᵢ``;
-    * positives ``Σⱼ Ãᵢⱼ κᵢⱼ = deg̃ᵢ aᵢ + (Ã b)ᵢ − Pᵢ·(Ã log Q)ᵢ − log Pᵢ·(Ã Q)ᵢ`` via one
-      sparse-dense product plus the identity term.
+    * positives ``Σⱼ Ãᵢⱼ κᵢⱼ = deg̃ᵢ aᵢ + (Ã b)ᵢ − Pᵢ·(Ã log Q)ᵢ − log Pᵢ·(Ã Q)ᵢ``.
 
-    The linear form subtracts terms of size ~N·log d, so it works in float64 throughout and
-    casts the result back to the input dtype; gradients flow through the casts.
+    It evaluates them in the equivalent log-free form κᵢⱼ = (Pᵢ − Qⱼ)·(Xᵢ − Yⱼ)/τ (X = Ēᵐ,
+    Y = Ēᵍ; module docstring), after a common shift of P, Q and of X, Y (which leaves κ unchanged),
+    with ``αᵢ = P̂ᵢ·X̂ᵢ``, ``βⱼ = Q̂ⱼ·Ŷⱼ``:
+
+    * ``τRᵢ = N·αᵢ + Σⱼ βⱼ − P̂ᵢ·Σⱼ Ŷⱼ − X̂ᵢ·Σⱼ Q̂ⱼ``, ``τκᵢᵢ = αᵢ + βᵢ − P̂ᵢ·Ŷᵢ − X̂ᵢ·Q̂ᵢ``;
+    * ``τ Σⱼ Ãᵢⱼ κᵢⱼ = deg̃ᵢ αᵢ + (Ã β)ᵢ − P̂ᵢ·(Ã Ŷ)ᵢ − X̂ᵢ·(Ã Q̂)ᵢ``: sparse products, block by block.
+
+    Precision: the softmaxes (as P − 1/d) and every sum over all N cells — Rᵢ, Σβ, the column
+    sums, the mean — are float64; the products are in the input dtype, on centred vectors (module
+    docstring). The backward pass is hand-written (:class:`_NDCLinear`).
 
     Args:
         e_m, e_g: ``(N, d)`` normalised embeddings, ``N >= 2``.
@@ -181,24 +498,8 @@ def ndc_loss(
         neg = (kappa * (1.0 - eye)).sum(dim=1) / (n - 1)
         return (pos / neg).mean()
 
-    p, logp, a = _row_log_softmax_terms(e_m, tau)
-    q, logq, b = _row_log_softmax_terms(e_g, tau)
-    d = q.shape[1]
-
-    # Negatives: all-j row sum, then drop j = i.
-    row_all = n * a + b.sum() - p @ logq.sum(dim=0) - logp @ q.sum(dim=0)
-    kappa_diag = a + b - (p * logq).sum(dim=1) - (logp * q).sum(dim=1)
-    neg = (row_all - kappa_diag) / (n - 1)
-
-    # Positives: one sparse product gives Ã Q, Ã log Q, Ã b and deg̃ (the ones column).
-    stacked = torch.cat([q, logq, b[:, None], torch.ones_like(b)[:, None]], dim=1)
-    graph = cell_graph.to(device=stacked.device, dtype=stacked.dtype)
-    agg = torch.sparse.mm(graph, stacked) + stacked  # + stacked is the "+ I" of Ã
-    a_q, a_logq, a_b, deg_tilde = agg[:, :d], agg[:, d : 2 * d], agg[:, 2 * d], agg[:, 2 * d + 1]
-    pos_sum = deg_tilde * a + a_b - (p * a_logq).sum(dim=1) - (logp * a_q).sum(dim=1)
-    pos = pos_sum / deg_tilde
-
-    return (pos / neg).mean().to(e_m.dtype)
+    crow, col, val = _csr_parts(cell_graph, _work_dtype(e_m), e_m.device)
+    return _NDCLinear.apply(e_m, e_g, crow, col, val, tau)
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,21 +129,19 @@ def _csr_rows(crow: Tensor, col: Tensor, val: Tensor, r0: int, r1: int, n_cols: 
         return torch.sparse_csr_tensor(ptr, col[lo:hi], val[lo:hi], size=(r1 - r0, n_cols))
 
 
-def _strip_width(n: int) -> int:
-    """Columns per strip of an ``(n, w)`` dense operand of a sparse product: ~8 MB of float32, so the
-    rows the sparse matrix gathers stay in cache (about 2x faster on CPU than the whole width)."""
-    return int(min(512, max(32, (8 << 20) // (4 * max(n, 1)))))
-
-
 def _sparse_rows_mm_add(block: Tensor, dense: Tensor, out: Tensor, alpha: float = 1.0) -> Tensor:
     """``out += alpha · block @ dense`` in place, for a CSR ``block`` (R, N) and ``dense`` (N, w).
 
-    On CPU by column strips of ``dense``, straight into ``out``'s columns (no temporary).
+    On CPU, when the block has many non-zeros per row of ``dense`` (small N), by column strips of
+    ~8 MB: the rows the sparse matrix gathers then stay in cache (about 2x faster at N = 4k). Each
+    strip is copied once per call, which at large N costs more than it saves, so there the product
+    runs over the whole width.
     """
-    if dense.device.type != "cpu":
-        return out.add_(block @ dense, alpha=alpha)
-    step = _strip_width(dense.shape[0])
-    for c0 in range(0, dense.shape[1], step):
+    n, width = dense.shape
+    step = min(512, max(32, (8 << 20) // (4 * max(n, 1))))
+    if dense.device.type != "cpu" or width <= step or block.values().numel() < 8 * n:
+        return torch.addmm(out, block, dense, alpha=alpha, out=out)
+    for c0 in range(0, width, step):
         strip = out[:, c0 : c0 + step]
         torch.addmm(strip, block, dense[:, c0 : c0 + step], alpha=alpha, out=strip)
     return out
@@ -165,6 +163,44 @@ def _softmax_deviation(x: Tensor, tau: float) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _hea_global(x: Tensor, y: Tensor, tau: float) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """HEA's global level over the flattened matrices, block by block.
+
+    Returns ``Σ (p − q)(x − y)`` (float64) and ``(lse_x, lse_y, ⟨x − y, p⟩, ⟨x − y, q⟩)`` for the
+    backward pass, p = softmax(x.flatten()/τ) = exp(x/τ − lse_x), likewise q.
+    """
+    blocks = _row_blocks(x.shape[0], x.shape[1], x.device)
+    lse_x = torch.stack([torch.logsumexp(x[r0:r1].flatten() / tau, 0) for r0, r1 in blocks]).logsumexp(0)
+    lse_y = torch.stack([torch.logsumexp(y[r0:r1].flatten() / tau, 0) for r0, r1 in blocks]).logsumexp(0)
+    glob = p_diff = x.new_zeros((), dtype=torch.float64)
+    for r0, r1 in blocks:
+        diff = x[r0:r1] - y[r0:r1]
+        p = torch.exp(x[r0:r1] / tau - lse_x)
+        q = torch.exp(y[r0:r1] / tau - lse_y)
+        p_diff = p_diff + _row_dot(p, diff).sum(dtype=torch.float64)
+        glob = glob + _row_dot(p.sub_(q), diff).sum(dtype=torch.float64)
+    return glob, (lse_x, lse_y, p_diff.to(x.dtype), (p_diff - glob).to(x.dtype))
+
+
+def _hea_grad(xb: Tensor, yb: Tensor, pr: Tensor, qr: Tensor, tau: float, glob: tuple, w_glob: Tensor,
+              w_cell: Tensor, view: str) -> Tensor:
+    """Gradient of ``w_glob·Σ(p − q)(x − y) + w_cell·Σᵢ (Pᵢ − Qᵢ)·(Xᵢ − Yᵢ)`` for rows ``xb``, ``yb``.
+
+    ``view`` ``"x"`` or ``"y"``; ``pr``, ``qr``: the row softmaxes P, Q of those rows; ``glob`` from
+    :func:`_hea_global`. d/dx Σ(p − q)(x − y) = (p − q) + p ∘ ((x − y) − ⟨x − y, p⟩)/τ, and the mirror
+    image in y; the same row by row for the cell level.
+    """
+    lse_x, lse_y, p_diff, q_diff = glob
+    diff = xb - yb
+    p = torch.exp(xb / tau - lse_x)
+    q = torch.exp(yb / tau - lse_y)
+    if view == "x":
+        out = (p - q).add_(p * (diff - p_diff) / tau).mul_(w_glob)
+        return out.add_(((pr - qr) + pr * (diff - _row_dot(pr, diff)[:, None]) / tau).mul_(w_cell))
+    out = (q - p).sub_(q * (diff - q_diff) / tau).mul_(w_glob)
+    return out.sub_(((pr - qr) + qr * (diff - _row_dot(qr, diff)[:, None]) / tau).mul_(w_cell))
+
+
 class _HEA(torch.autograd.Function):
     """L_HEA in the log-free form; saves only the two inputs and four scalars for the backward pass."""
 
@@ -173,30 +209,21 @@ class _HEA(torch.autograd.Function):
         with torch.autocast(e_m.device.type, enabled=False):
             x, y = e_m.to(_work_dtype(e_m)), e_g.to(_work_dtype(e_m))
             n, d = x.shape
-            blocks = _row_blocks(n, d, x.device)
-            # Global softmax over all N·d entries: its log-normaliser first, block by block.
-            lse_x = torch.stack([torch.logsumexp(x[r0:r1].flatten() / tau, 0) for r0, r1 in blocks]).logsumexp(0)
-            lse_y = torch.stack([torch.logsumexp(y[r0:r1].flatten() / tau, 0) for r0, r1 in blocks]).logsumexp(0)
-            glob = p_diff = cell = x.new_zeros((), dtype=torch.float64)
-            for r0, r1 in blocks:
+            glob, state = _hea_global(x, y, tau)
+            cell = x.new_zeros((), dtype=torch.float64)
+            for r0, r1 in _row_blocks(n, d, x.device):
                 xb, yb = x[r0:r1], y[r0:r1]
-                diff = xb - yb
-                p = torch.exp(xb / tau - lse_x)
-                q = torch.exp(yb / tau - lse_y)
-                p_diff = p_diff + _row_dot(p, diff).sum(dtype=torch.float64)  # ⟨x − y, p⟩, for the backward
-                glob = glob + _row_dot(p.sub_(q), diff).sum(dtype=torch.float64)  # Σ (p − q)(x − y)
                 pr, qr = torch.softmax(xb / tau, dim=1), torch.softmax(yb / tau, dim=1)
-                cell = cell + _row_dot(pr.sub_(qr), diff).sum(dtype=torch.float64)
-            q_diff = p_diff - glob
+                cell = cell + _row_dot(pr.sub_(qr), xb - yb).sum(dtype=torch.float64)
             loss = glob / tau + cell / (2.0 * n * tau)
         ctx.save_for_backward(e_m, e_g)
-        ctx.scalars = (tau, lse_x, lse_y, p_diff.to(x.dtype), q_diff.to(x.dtype))
+        ctx.tau, ctx.state = tau, state
         return loss.to(e_m.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         e_m, e_g = ctx.saved_tensors
-        tau, lse_x, lse_y, p_diff, q_diff = ctx.scalars
+        tau = ctx.tau
         with torch.autocast(e_m.device.type, enabled=False):
             x, y = e_m.to(_work_dtype(e_m)), e_g.to(_work_dtype(e_m))
             n, d = x.shape
@@ -205,18 +232,9 @@ class _HEA(torch.autograd.Function):
             gx, gy = torch.empty_like(x), torch.empty_like(y)
             for r0, r1 in _row_blocks(n, d, x.device):
                 xb, yb = x[r0:r1], y[r0:r1]
-                diff = xb - yb
-                # d/dx Σ(p − q)(x − y) = (p − q) + p ∘ ((x − y) − ⟨x − y, p⟩)/τ, and the mirror image in y.
-                p = torch.exp(xb / tau - lse_x)
-                q = torch.exp(yb / tau - lse_y)
-                pq = p - q
-                gxb = w_glob * (pq + p * (diff - p_diff) / tau)
-                gyb = w_glob * (-pq - q * (diff - q_diff) / tau)
                 pr, qr = torch.softmax(xb / tau, dim=1), torch.softmax(yb / tau, dim=1)
-                pq = pr - qr
-                gxb += w_cell * (pq + pr * (diff - _row_dot(pr, diff)[:, None]) / tau)
-                gyb -= w_cell * (pq + qr * (diff - _row_dot(qr, diff)[:, None]) / tau)
-                gx[r0:r1], gy[r0:r1] = gxb, gyb
+                gx[r0:r1] = _hea_grad(xb, yb, pr, qr, tau, ctx.state, w_glob, w_cell, "x")
+                gy[r0:r1] = _hea_grad(xb, yb, pr, qr, tau, ctx.state, w_glob, w_cell, "y")
         return gx.to(e_m.dtype), gy.to(e_g.dtype), None
 
 
@@ -295,8 +313,16 @@ def _view_block(e: Tensor, r0: int, r1: int, tau: float, m_y: Tensor, m_q: Tenso
     """
     rows = e[r0:r1]
     p = torch.softmax(rows.to(torch.float64, copy=True).div_(tau), dim=1)
-    p_work = p.to(e.dtype)
+    p_work = p.to(e.dtype, copy=True)  # a copy even for float64: p is overwritten next
     return rows - m_y, p.sub_(m_q + 1.0 / e.shape[1]).to(e.dtype), p_work
+
+
+def _deviations(e: Tensor, tau: float, m_y: Tensor, m_q: Tensor) -> Tensor:
+    """P − 1/d − m_q for all rows of one view, ``(N, d)`` in E's dtype (see :func:`_view_block`)."""
+    out = torch.empty_like(e)
+    for r0, r1 in _row_blocks(e.shape[0], e.shape[1], e.device):
+        out[r0:r1] = _view_block(e, r0, r1, tau, m_y, m_q)[1]
+    return out
 
 
 def _column_sums(m: Tensor) -> Tensor:
@@ -331,18 +357,22 @@ class _NDCLinear(torch.autograd.Function):
     then the softmax Jacobian maps ∂L/∂P onto X: P ∘ (g − ⟨g, P⟩)/τ. Memory: besides the inputs, the
     forward pass keeps Q̂ (N, d); the backward pass holds at most three (N, d) arrays (Q̂ or Y's
     gradient, P̂, X's gradient) plus one block buffer.
+
+    With ``with_hea`` it also returns L_HEA (second output) and adds its gradient block by block, so
+    the objective's two O(N·d) terms share their passes and one pair of gradient arrays.
     """
 
     @staticmethod
-    def forward(ctx, e_m: Tensor, e_g: Tensor, crow: Tensor, col: Tensor, val: Tensor, tau: float) -> Tensor:
+    def forward(ctx, e_m: Tensor, e_g: Tensor, crow: Tensor, col: Tensor, val: Tensor, tau: float,
+                with_hea: bool) -> tuple[Tensor, Tensor]:
         with torch.autocast(e_m.device.type, enabled=False):
             work = _work_dtype(e_m)
             x, y = e_m.to(work), e_g.to(work)
             n, d = x.shape
+            glob, ctx.hea_state = _hea_global(x, y, tau) if with_hea else (None, None)
+            cell = x.new_zeros((), dtype=torch.float64)
             m_y, m_q = _shifts(y, tau, work)
-            q_hat = torch.empty_like(y)
-            for r0, r1 in _row_blocks(n, d, y.device):
-                q_hat[r0:r1] = _view_block(y, r0, r1, tau, m_y, m_q)[1]
+            q_hat = _deviations(y, tau, m_y, m_q)
             sum_q = _column_sums(q_hat)  # ΣQ̂ and ΣŶ: ≈ 0, kept so that the shifts need not be exact means
             sum_y = _column_sums(y) - n * m_y.double()
             graph64 = _csr_rows(crow, col, val.double(), 0, n, n)
@@ -364,24 +394,32 @@ class _NDCLinear(torch.autograd.Function):
                     cross[r0:r1] = _row_dot(xb, qb) + _row_dot(pb, yb)  # X̂ᵢ·Q̂ᵢ + P̂ᵢ·Ŷᵢ
                     e_dot[r0:r1] = xb @ sum_q_w + pb @ sum_y_w  # X̂ᵢ·ΣQ̂ + P̂ᵢ·ΣŶ
                     t_dot[r0:r1] = _row_dot(xb, ab[:, d:]) + _row_dot(pb, ab[:, :d])  # X̂ᵢ·(ÃQ̂)ᵢ + P̂ᵢ·(ÃŶ)ᵢ
+                    if with_hea:  # τ κᵢᵢ = (Pᵢ − Qᵢ)·(Xᵢ − Yᵢ), HEA's cell level
+                        cell += _row_dot(pb - qb, x[r0:r1] - y[r0:r1]).sum(dtype=torch.float64)
             del buffer, agg
             s = deg * alpha + (graph64 @ beta[:, None])[:, 0] + beta - t_dot  # τ Σⱼ Ãᵢⱼ κᵢⱼ
             r = n * alpha + beta.sum() - e_dot - (alpha + beta - cross)  # τ (Rᵢ − κᵢᵢ)
             ratio = (n - 1) * s / (deg * r)
+            hea = glob / tau + cell / (2.0 * n * tau) if with_hea else cell
         ctx.save_for_backward(e_m, e_g, crow, col, val, deg, r, ratio, m_y, m_q, sum_q, sum_y)
         ctx.q_hat = q_hat  # an attribute, not a saved tensor, so the backward pass can free it early
         ctx.tau = tau
-        return ratio.mean().to(e_m.dtype)
+        return ratio.mean().to(e_m.dtype), hea.to(e_m.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad: Tensor, grad_hea: Tensor):
         e_m, e_g, crow, col, val, deg, r, ratio, m_y, m_q, sum_q, sum_y = ctx.saved_tensors
-        q_hat, ctx.q_hat = ctx.q_hat, None
-        tau = ctx.tau
+        q_hat, ctx.q_hat = ctx.q_hat, None  # freed as soon as this pass is done with it
+        tau, hea_state = ctx.tau, ctx.hea_state
         with torch.autocast(e_m.device.type, enabled=False):
-            work = q_hat.dtype
+            work = _work_dtype(e_m)
             x, y = e_m.to(work), e_g.to(work)
             n, d = x.shape
+            if q_hat is None:  # a second backward through the same graph (retain_graph): recompute it
+                q_hat = _deviations(y, tau, m_y, m_q)
+            shift = (m_q + 1.0 / d).to(work)  # P = P̂ + shift, Q = Q̂ + shift
+            if hea_state is not None:
+                w_glob, w_cell = grad_hea.to(work) / tau, grad_hea.to(work) / (2.0 * n * tau)
             u = (n - 1) / (n * deg * r)
             v = -ratio / (n * r)
             crow_t, col_t, val_t = _transpose_parts(crow, col, val.double(), n)
@@ -409,6 +447,9 @@ class _NDCLinear(torch.autograd.Function):
                     g_p = ab[:, :d].mul_(-ub).addcmul_(xb, rb).addcmul_(y[r0:r1] - m_y - sum_y, vb)
                     g_x = ab[:, d:].mul_(-ub).addcmul_(pb, rb).addcmul_(q_hat[r0:r1] - sum_q, vb)
                     _softmax_backward(g_p, g_x, p, tau, g, gx[r0:r1])
+                    if hea_state is not None:
+                        gx[r0:r1] += _hea_grad(x[r0:r1], y[r0:r1], p, q_hat[r0:r1] + shift, tau, hea_state,
+                                               w_glob, w_cell, "x")
             del q_hat
 
             # Y's gradient: vᵀX̂ and vᵀP̂, then Ãᵀ diag(u) [X̂ | P̂] block by block.
@@ -430,7 +471,9 @@ class _NDCLinear(torch.autograd.Function):
                     g_q = ab[:, :d].addcmul_(yb, gb).addcmul_(xb, vb - ub).sub_(v_x)
                     g_y = ab[:, d:].addcmul_(qb, gb).addcmul_(pb, vb - ub).sub_(v_p)
                     _softmax_backward(g_q, g_y, q, tau, g, gy[r0:r1])
-        return gx.to(e_m.dtype), gy.to(e_g.dtype), None, None, None, None
+                    if hea_state is not None:
+                        gy[r0:r1] += _hea_grad(x[r0:r1], y[r0:r1], pb + shift, q, tau, hea_state, w_glob, w_cell, "y")
+        return gx.to(e_m.dtype), gy.to(e_g.dtype), None, None, None, None, None
 
 
 def _softmax_backward(g_p: Tensor, g_direct: Tensor, p: Tensor, tau: float, scale: Tensor, out: Tensor) -> None:
@@ -499,7 +542,19 @@ def ndc_loss(
         return (pos / neg).mean()
 
     crow, col, val = _csr_parts(cell_graph, _work_dtype(e_m), e_m.device)
-    return _NDCLinear.apply(e_m, e_g, crow, col, val, tau)
+    return _NDCLinear.apply(e_m, e_g, crow, col, val, tau, False)[0]
+
+
+def _hea_and_ndc(e_m: Tensor, e_g: Tensor, cell_graph: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+    """``(hea_loss(...), ndc_loss(..., impl="linear"))`` in one pass over the data (:class:`_NDCLinear`)."""
+    _check_views(e_m, e_g, "e_m and e_g")
+    n = e_m.shape[0]
+    _check_graph(cell_graph, n)
+    if n < 2:
+        raise ValueError(f"ndc_loss needs at least 2 cells (negatives are the other cells), got {n}")
+    crow, col, val = _csr_parts(cell_graph, _work_dtype(e_m), e_m.device)
+    ndc, hea = _NDCLinear.apply(e_m, e_g, crow, col, val, tau, True)
+    return hea, ndc
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,10 +647,13 @@ def scrcl_loss(
         raise ValueError("scrcl_loss: hea_weight, alpha and beta are all 0; nothing to optimise")
 
     terms: dict[str, Tensor] = {}
-    if hea_weight != 0:
-        terms["hea"] = hea_loss(e_m, e_g, tau)
-    if alpha != 0:
-        terms["ndc"] = ndc_loss(e_m, e_g, cell_graph, tau, impl=impl)
+    if impl == "linear" and hea_weight != 0 and alpha != 0:
+        terms["hea"], terms["ndc"] = _hea_and_ndc(e_m, e_g, cell_graph, tau)  # the same values, one pass
+    else:
+        if hea_weight != 0:
+            terms["hea"] = hea_loss(e_m, e_g, tau)
+        if alpha != 0:
+            terms["ndc"] = ndc_loss(e_m, e_g, cell_graph, tau, impl=impl)
     if beta != 0:
         terms["cvc"] = cvc_loss(z_m, z_g, cell_graph, impl=impl)
     weights = {"hea": hea_weight, "ndc": alpha, "cvc": beta}

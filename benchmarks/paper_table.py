@@ -200,6 +200,24 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]:
+    """Three table rows per dataset: scRCL (final epoch), PCA(30) + k-means, Leiden; mean ± std of ``keys``."""
+    lines = []
+    for r in results:
+        m0 = r["scrcl"][0]
+        head = [r["dataset"], str(m0["n_cells"]), str(m0["n_genes"]), str(m0["n_clusters"])]
+        epochs = sorted({m["epoch"] for m in r["scrcl"]})
+        lines.append(_row([*head, "scRCL (final epoch)", *[mean_std(r["scrcl"], k) for k in keys],
+                           f"epoch {', '.join(map(str, epochs))}{extra_note(r)}"]))
+        km = [b["pca_kmeans"] for b in r["baselines"]]
+        lines.append(_row([*head, "PCA(30) + k-means", *[mean_std(km, k) for k in keys], ""]))
+        ld = [b["leiden"] for b in r["baselines"]]
+        found = sorted({b["n_found"] for b in ld})
+        lines.append(_row([*head, "Leiden (resolution for k)", *[mean_std(ld, k) for k in keys],
+                           f"resolution {mean_std(ld, 'resolution')}; clusters found {', '.join(map(str, found))}"]))
+    return lines
+
+
 def render(results: list[dict], *, command: str, started: str, seconds: float, seeds: list[int], runs_dir: Path) -> str:
     """RESULTS.md: header, final-epoch table, settings, and the separate oracle table."""
     n_runs = sum(len(r["scrcl"]) for r in results)
@@ -222,18 +240,7 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         _row(["dataset", "cells", "genes", "k", "method", *[k.upper() for k in SCORES], "note"]),
         "|---|---|---|---|---|" + "---|" * len(SCORES) + "---|",
     ]
-    for r in results:
-        m0 = r["scrcl"][0]
-        head = [r["dataset"], str(m0["n_cells"]), str(m0["n_genes"]), str(m0["n_clusters"])]
-        epochs = sorted({m["epoch"] for m in r["scrcl"]})
-        lines.append(_row([*head, "scRCL (final epoch)", *[mean_std(r["scrcl"], k) for k in SCORES],
-                           f"epoch {', '.join(map(str, epochs))}"]))
-        km = [b["pca_kmeans"] for b in r["baselines"]]
-        lines.append(_row([*head, "PCA(30) + k-means", *[mean_std(km, k) for k in SCORES], ""]))
-        ld = [b["leiden"] for b in r["baselines"]]
-        found = sorted({b["n_found"] for b in ld})
-        lines.append(_row([*head, "Leiden (resolution for k)", *[mean_std(ld, k) for k in SCORES],
-                           f"resolution {mean_std(ld, 'resolution')}; clusters found {', '.join(map(str, found))}"]))
+    lines += method_rows(results, SCORES)
     lines += ["", "## Settings of the scRCL runs", "", _row(["dataset", "config (method keys)"]), "|---|---|"]
     for r in results:
         shown = {k: r["config"].get(k) for k in method_keys(r["config"]) if k not in ("label_key", "n_clusters")}

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.paper_table import check_same_settings, leiden_with_k, local_datasets, machine, method_keys  # noqa: E402
+from benchmarks.paper_table import check_same_settings, leiden_with_k, local_datasets, machine, method_keys, method_rows, _row  # noqa: E402
 from benchmarks.quality import mean_std, parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
 from scrcl.errors import UserError  # noqa: E402
@@ -161,10 +161,6 @@ def slice_rows(name: str, mode: str, args, seeds: list[int], sets: dict) -> dict
 
 
 # -- the table ------------------------------------------------------------------------------------
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 def _gap(ours: list[dict], theirs: list[dict], key: str) -> str:
     """Difference of the means over seeds, signed."""
     return f"{np.mean([m[key] for m in ours]) - np.mean([m[key] for m in theirs]):+.4f}"
@@ -198,18 +194,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         _row(["slice", "spots", "genes", "k", "method", "ARI refined", "NMI refined", "ARI raw", "NMI raw", "note"]),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        m0 = r["scrcl"][0]
-        head = [r["dataset"], str(m0["n_cells"]), str(m0["n_genes"]), str(m0["n_clusters"])]
-        epochs = sorted({m["epoch"] for m in r["scrcl"]})
-        lines.append(_row([*head, "scRCL (final epoch)", *[mean_std(r["scrcl"], k) for k in REPORTED],
-                           f"epoch {', '.join(map(str, epochs))}; radius {r['config']['radius']}"]))
-        km = [b["pca_kmeans"] for b in r["baselines"]]
-        lines.append(_row([*head, "PCA(30) + k-means", *[mean_std(km, k) for k in REPORTED], ""]))
-        ld = [b["leiden"] for b in r["baselines"]]
-        found = sorted({b["n_found"] for b in ld})
-        lines.append(_row([*head, "Leiden (resolution for k)", *[mean_std(ld, k) for k in REPORTED],
-                           f"resolution {mean_std(ld, 'resolution')}; clusters found {', '.join(map(str, found))}"]))
+    lines += method_rows(results, REPORTED, lambda r: f"; radius {r['config']['radius']}")
     lines += [
         "",
         "## Margins: scRCL mean ARI minus the baseline's",

@@ -367,8 +367,8 @@ def call_worker(kind: str, n: int, args, work: Path, **options) -> dict | None:
         command += ["--data-dir", args.data_dir]
     for key, value in options.items():
         command += [f"--{key.replace('_', '-')}", str(value)]
-    env = {**os.environ, "SCRCL_CACHE_DIR": str(work / "cache"), "WANDB_MODE": "disabled", "MPLBACKEND": "Agg",
-           **{var: str(args.threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "SCRCL_CACHE_DIR": str(work / "cache"), "WANDB_MODE": "disabled",
+           "MPLBACKEND": "Agg", **{var: str(args.threads) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
     t0 = time.perf_counter()
     print(f"[scaling] {kind} N={n} {options or ''} ...", file=sys.stderr, flush=True)
     LOAD.append(os.getloadavg()[0])
@@ -506,7 +506,8 @@ def report(rows, trainer, sparse, args, info, elapsed_s: float, command: str) ->
         f"Command: `{command}`  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}; wall time {elapsed_s / 60:.1f} min.  ",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']:.1f} GB RAM; {info['os']}; "
-        f"Python {info['python']}, torch {info['torch']}, {args.threads} threads per process.  ",
+        f"Python {info['python']}, torch {info['torch']}, {args.threads} threads per process, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} (see below).  ",
         f"1-minute load average sampled before and after each step: {min(LOAD, default=0):.1f}–{max(LOAD, default=0):.1f} "
         f"(on {info['cores']} cores; above {args.threads} other jobs were competing for the CPU).  ",
         f"Device: {args.device}. GPU: "
@@ -523,6 +524,11 @@ def report(rows, trainer, sparse, args, info, elapsed_s: float, command: str) ->
         "trained (each configuration in its own process; it includes loading the cached preprocessed data). Dense runs "
         f"only where its predicted peak (linear peak + c·N² float32, c measured from 8k on) is under {args.memory_limit_gb:g} GB; "
         "null otherwise. A size outside 2k/8k/32k/128k is the largest N dense was predicted to fit in 80% of that limit.",
+        "",
+        "The machine is shared: other jobs run beside the benchmark (load average above). Its processes run with "
+        "OMP_WAIT_POLICY=PASSIVE unless the caller set it: with the default (spinning) policy, a thread whose partner "
+        "was pre-empted by another job spins at every barrier, which slows the objective's many block-sized "
+        "operations several-fold when other jobs compete for the two cores; on an idle machine the policies time alike.",
         "",
         "| N | graph build (s) | linear s/epoch | encoders / losses / optimiser (s) | linear peak (MB) | dense s/epoch | dense losses (s) | dense peak (MB) | dense predicted (MB) | speed-up | memory ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

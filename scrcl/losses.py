@@ -623,7 +623,9 @@ def scrcl_loss(
     """Full scRCL objective, Eq. 10: ``L = hea_weight·L_HEA + α·L_NDC + β·L_CVC``.
 
     The paper has ``hea_weight = 1``. A term whose weight is 0 is neither computed nor returned
-    (ablations).
+    (ablations). In ``"linear"`` mode with both HEA and NDC on, the two are computed in one pass over
+    the embeddings (the same values as :func:`hea_loss` and :func:`ndc_loss`; one pair of gradient
+    arrays instead of two).
 
     Args:
         e_m, e_g: ``(N, d)`` normalised embeddings.

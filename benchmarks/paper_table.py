@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import mean_std, parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import RUN_DEFAULTS, generic_config, parse_int_list, resolve_config  # noqa: E402
-from scrcl.errors import UserError  # noqa: E402
+from scrcl.errors import UserError, run_entry  # noqa: E402
 
 SCORES = ("acc", "nmi", "ari", "f1")
 DEFAULT_SEEDS = "5,15,25,35,45"
@@ -316,8 +316,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_entry(main))

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
-from scrcl.errors import UserError  # noqa: E402
+from scrcl.errors import UserError, run_entry  # noqa: E402
 
 SCORES = ("acc", "nmi", "ari", "f1")
 
@@ -113,8 +113,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_entry(main))

@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrcl.errors import UserError  # noqa: E402
+from scrcl.errors import UserError, run_entry  # noqa: E402
 
 SIZES = (2000, 8000, 32000, 128000)
 QUICK_SIZES = (2000, 8000)
@@ -714,8 +714,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_entry(main))

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.paper_table import check_same_settings, leiden_with_k, local_datasets, machine, method_keys, method_rows, _row  # noqa: E402
 from benchmarks.quality import mean_std, parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
-from scrcl.errors import UserError  # noqa: E402
+from scrcl.errors import UserError, run_entry  # noqa: E402
 
 DEFAULT_SEEDS = "5,15,25,35,45"
 MODES = ("published", "generic")
@@ -266,8 +266,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_entry(main))

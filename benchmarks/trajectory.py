@@ -19,9 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scrcl import runner  # noqa: E402
 from scrcl.config import resolve_config  # noqa: E402
+from scrcl.errors import UserError, run_entry  # noqa: E402
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 3:
+        raise UserError("usage: trajectory.py DATASET EPOCHS '{json overrides}' [SEED]")
     dataset, epochs, sets = argv[0], int(argv[1]), json.loads(argv[2])
     seed = int(argv[3]) if len(argv) > 3 else 5
     config = resolve_config(dataset=dataset, overrides={"epochs": epochs, "eval_every": int(os.environ.get("EV", 5)),
@@ -43,4 +47,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_entry(main))

@@ -26,15 +26,10 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 def load_variants(path: str | Path) -> dict[str, dict]:
     """``{name: {"description": str, "set": {config key: value}}}`` in the file's order, checked."""
-    import yaml
+    from scrcl.config import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ablation file {path} does not exist (the default is {DEFAULT_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"ablation file {path} is not valid YAML ({str(err).splitlines()[0]})")
+    data = read_yaml(path, "ablation file", f" (the default is {DEFAULT_FILE})")
     variants = data.get("variants") if isinstance(data, dict) else None
     if not isinstance(variants, dict) or not variants:
         raise UserError(f"ablation file {path} must hold 'variants:' mapping each name to description and set")

@@ -51,13 +51,20 @@ CHOICES = {
 }
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: str | Path, what: str = "config file", hint: str = ""):
+    """A YAML file's content; a missing file or bad YAML is one UserError line naming ``what`` it is."""
+    path = Path(path)
+    if not path.is_file():
+        state = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise UserError(f"{what} {path} {state}{hint}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist")
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise UserError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})")
+        raise UserError(f"{what} {path} is not valid YAML ({str(err).splitlines()[0]})")
+
+
+def _read_yaml(path: Path) -> dict:
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values")
     return data

@@ -5,7 +5,20 @@ value). Entry points print its message as a single line and exit with status 2, 
 """
 
 
+import sys
+from typing import Callable
+
+
 class UserError(Exception):
     """A problem with the user's input; the message says what is wrong and what to do."""
 
     exit_code = 2
+
+
+def run_entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a command-line ``main``: a :class:`UserError` becomes one line on stderr and its exit code."""
+    try:
+        return main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code

@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from scrcl.config import RUN_DEFAULTS, resolve_config
-from scrcl.errors import UserError
+from scrcl.errors import UserError, run_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_PY = ROOT / "train.py"
@@ -435,10 +435,7 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
 def entry_point(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a launcher's ``main``: a UserError is one line on stderr and exit 2; Ctrl-C stops the trials."""
     try:
-        return main(argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+        return run_entry(main, argv)
     except KeyboardInterrupt:
         stop_running()
         print("interrupted; run the same command again to resume (finished trials are skipped)", file=sys.stderr)

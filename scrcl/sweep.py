@@ -37,15 +37,10 @@ DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "log_unifo
 # -- the file -------------------------------------------------------------------------------------
 def load_sweep(path: str | Path) -> dict:
     """Read and check a W&B sweep file: the keys, the method, the program, the command, the metric."""
-    import yaml
+    from scrcl.config import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep file {path} does not exist (the sweeps are in configs/sweeps/)")
-    try:
-        sweep = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"sweep file {path} is not valid YAML ({str(err).splitlines()[0]})")
+    sweep = read_yaml(path, "sweep file", " (the sweeps are in configs/sweeps/)")
     if not isinstance(sweep, dict):
         raise UserError(f"sweep file {path} must hold a mapping with method, metric and parameters")
     unknown = sorted(set(sweep) - TOP_KEYS)

@@ -122,3 +122,13 @@ def test_bad_input_is_one_line_and_exit_2(args, text, message, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_directory_given_as_a_yaml_file_is_one_user_error(tmp_path):
+    from scrcl.config import read_yaml, resolve_config
+    from scrcl.errors import UserError
+
+    with pytest.raises(UserError, match="is a directory, not a file"):
+        read_yaml(tmp_path, "ablation file")
+    with pytest.raises(UserError, match=r"config file .* is a directory"):
+        resolve_config(config_file=str(tmp_path))

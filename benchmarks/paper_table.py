@@ -241,25 +241,31 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         "|---|---|---|---|---|" + "---|" * len(SCORES) + "---|",
     ]
     lines += method_rows(results, SCORES)
-    lines += ["", "## Settings of the scRCL runs", "", _row(["dataset", "config (method keys)"]), "|---|---|"]
+    lines += settings_section(results, "dataset")
+    lines += oracle_section(results, "dataset", SCORES,
+                            "The epoch with the best NMI (ARI for spatial data) against the annotations among the evaluations every "
+                            "`eval_every` epochs, as the reference implementation reports it. Labels choose the epoch here, so these "
+                            "figures are optimistic and are shown only for comparison with the paper's protocol.")
+    return "\n".join(lines) + "\n"
+
+
+def settings_section(results: list[dict], label: str) -> list[str]:
+    """The method keys of each dataset's scRCL runs, as a two-column table."""
+    lines = ["", "## Settings of the scRCL runs", "", _row([label, "config (method keys)"]), "|---|---|"]
     for r in results:
         shown = {k: r["config"].get(k) for k in method_keys(r["config"]) if k not in ("label_key", "n_clusters")}
         lines.append(_row([r["dataset"], f"`{json.dumps(shown, sort_keys=True)}`"]))
-    lines += [
-        "",
-        "## Oracle epoch — uses the labels to pick the epoch (not a result)",
-        "",
-        "The epoch with the best NMI (ARI for spatial data) against the annotations among the evaluations every "
-        "`eval_every` epochs, as the reference implementation reports it. Labels choose the epoch here, so these "
-        "figures are optimistic and are shown only for comparison with the paper's protocol.",
-        "",
-        _row(["dataset", *[f"oracle {k.upper()}" for k in SCORES], "epochs picked"]),
-        "|---|" + "---|" * len(SCORES) + "---|",
-    ]
+    return lines
+
+
+def oracle_section(results: list[dict], label: str, keys, explanation: str) -> list[str]:
+    """The label-picked epoch's figures (``oracle_*``), in their own clearly named table."""
+    lines = ["", "## Oracle epoch — uses the labels to pick the epoch (not a result)", "", explanation, "",
+             _row([label, *[f"oracle {k.upper()}" for k in keys], "epochs picked"]), "|---|" + "---|" * len(keys) + "---|"]
     for r in results:
         picked = ", ".join(str(m.get("oracle_epoch", "–")) for m in r["scrcl"])
-        lines.append(_row([r["dataset"], *[mean_std(r["scrcl"], f"oracle_{k}") for k in SCORES], picked]))
-    return "\n".join(lines) + "\n"
+        lines.append(_row([r["dataset"], *[mean_std(r["scrcl"], f"oracle_{k}") for k in keys], picked]))
+    return lines
 
 
 def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:

@@ -36,8 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.paper_table import check_same_settings, leiden_with_k, local_datasets, machine, method_keys, method_rows, _row  # noqa: E402
-from benchmarks.quality import mean_std, parse_sets, pca_kmeans  # noqa: E402
+from benchmarks.paper_table import check_same_settings, leiden_with_k, local_datasets, machine, method_rows, oracle_section, settings_section, _row  # noqa: E402
+from benchmarks.quality import parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
@@ -209,24 +209,11 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         ld_raw = [{"ari": b["ari_unrefined"]} for b in ld]
         lines.append(_row([r["dataset"], _gap(r["scrcl"], km, "ari"), _gap(r["scrcl"], km, "ari_unrefined"),
                            _gap(r["scrcl"], ld, "ari"), _gap(r["scrcl"], ld, "ari_unrefined"), _gap(r["scrcl"], ld_raw, "ari")]))
-    lines += ["", "## Settings of the scRCL runs", "", _row(["slice", "config (method keys)"]), "|---|---|"]
-    for r in results:
-        shown = {k: r["config"].get(k) for k in method_keys(r["config"]) if k not in ("label_key", "n_clusters")}
-        lines.append(_row([r["dataset"], f"`{json.dumps(shown, sort_keys=True)}`"]))
-    lines += [
-        "",
-        "## Oracle epoch — uses the labels to pick the epoch (not a result)",
-        "",
-        "The evaluation (every `eval_every` epochs) with the best refined ARI against the annotation, as the reference "
-        "implementation reports it. Labels choose the epoch here, so these figures are optimistic; they are shown only "
-        "to compare with the paper's protocol and to see how far the final epoch is from the best one.",
-        "",
-        _row(["slice", "oracle ARI", "oracle NMI", "epochs picked"]),
-        "|---|---|---|---|",
-    ]
-    for r in results:
-        picked = ", ".join(str(m.get("oracle_epoch", "–")) for m in r["scrcl"])
-        lines.append(_row([r["dataset"], mean_std(r["scrcl"], "oracle_ari"), mean_std(r["scrcl"], "oracle_nmi"), picked]))
+    lines += settings_section(results, "slice")
+    lines += oracle_section(results, "slice", ("ari", "nmi"),
+                            "The evaluation (every `eval_every` epochs) with the best refined ARI against the annotation, as the "
+                            "reference implementation reports it. Labels choose the epoch here, so these figures are optimistic; they "
+                            "are shown only to compare with the paper's protocol and to see how far the final epoch is from the best one.")
     return "\n".join(lines) + "\n"
 
 

@@ -90,21 +90,21 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
 
 
 # -- scRCL runs -----------------------------------------------------------------------------------
-def scrcl_run(config: dict, runs_dir: Path, seed: int, keep_checkpoints: bool) -> dict:
-    """One (dataset, seed) run directory's metrics.json; trains only when it does not exist yet."""
+def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_checkpoints: bool) -> dict:
+    """One run directory's metrics.json (``run_dir`` under ``runs_dir``); trains only when it does not exist yet."""
     from scrcl import runner
 
-    run_dir = runs_dir / config["dataset"] / f"seed{seed}"
     metrics_path = run_dir / "metrics.json"
+    label = run_dir.relative_to(runs_dir)
     if metrics_path.exists():
         check_same_settings(run_dir, config)
-        print(f"{config['dataset']} seed {seed}: done before, reading {metrics_path}", flush=True)
+        print(f"{label}: done before, reading {metrics_path}", flush=True)
         return json.loads(metrics_path.read_text())
-    config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": f"{config['dataset']}/seed{seed}"}
+    config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": str(label)}
     resume = run_dir if run_dir.exists() and any(run_dir.iterdir()) else None
     if resume is not None:
         check_same_settings(run_dir, config)
-    runner.run(config, resume_dir=resume, log=lambda line: print(f"{config['dataset']} {line}", flush=True))
+    runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))
     if not keep_checkpoints:  # at d = 1500 each is ~170 MB; the finished run does not need it
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return json.loads(metrics_path.read_text())
@@ -280,7 +280,7 @@ def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:
     rows = {"dataset": name, "config": config, "scrcl": [], "baselines": []}
     for seed in seeds:
         rows["baselines"].append(baselines(datamodule, config, seed, args.runs_dir))
-        rows["scrcl"].append(scrcl_run(config, args.runs_dir, seed, args.keep_checkpoints))
+        rows["scrcl"].append(scrcl_run(config, args.runs_dir / name / f"seed{seed}", args.runs_dir, seed, args.keep_checkpoints))
         b, m = rows["baselines"][-1], rows["scrcl"][-1]
         print(f"{name} seed {seed}: scRCL ARI {m['ari']:.4f} | PCA+k-means ARI {b['pca_kmeans']['ari']:.4f} | "
               f"Leiden ARI {b['leiden']['ari']:.4f}", flush=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.paper_table import check_same_settings, leiden_with_k, local_datasets, machine, method_rows, oracle_section, settings_section, _row  # noqa: E402
+from benchmarks.paper_table import leiden_with_k, local_datasets, machine, method_rows, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
 from benchmarks.quality import parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
@@ -78,27 +77,6 @@ def spatial_config(name: str, mode: str, sets: dict, data_dir: str | None) -> di
         return resolve_config(dataset=spec.name, overrides=overrides)
     path, label_key = own_file(spec.name, data_dir)
     return resolve_config(overrides={**overrides, "data": str(path), "task": "st", "label_key": label_key})
-
-
-# -- scRCL runs -----------------------------------------------------------------------------------
-def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_checkpoints: bool) -> dict:
-    """One (slice, seed) run's metrics.json; trains only when it does not exist yet."""
-    from scrcl import runner
-
-    metrics_path = run_dir / "metrics.json"
-    label = run_dir.relative_to(runs_dir)
-    if metrics_path.exists():
-        check_same_settings(run_dir, config)
-        print(f"{label}: done before, reading {metrics_path}", flush=True)
-        return json.loads(metrics_path.read_text())
-    config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": str(label)}
-    resume = run_dir if run_dir.exists() and any(run_dir.iterdir()) else None
-    if resume is not None:
-        check_same_settings(run_dir, config)
-    runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))
-    if not keep_checkpoints:  # at d = 1500 each is ~170 MB; the finished run does not need it
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return json.loads(metrics_path.read_text())
 
 
 # -- baselines ------------------------------------------------------------------------------------

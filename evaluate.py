@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.aggregate:
-            from scrcl.runner import atomic_write_text
+            from scrcl.atomic import atomic_write_text
 
             table = aggregate_table(collect_runs(args.run_dirs))
             if args.table:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import mean_std, parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import RUN_DEFAULTS, generic_config, parse_int_list, resolve_config  # noqa: E402
+from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
 SCORES = ("acc", "nmi", "ari", "f1")
@@ -315,7 +316,7 @@ def main(argv=None) -> int:
     runner.quiet_libraries()
     results = [table_rows(name, args, seeds, sets) for name in names]
     text = render(results, command=command, started=started, seconds=time.perf_counter() - t0, seeds=seeds, runs_dir=args.runs_dir)
-    runner.atomic_write_text(args.output, text)
+    atomic_write_text(args.output, text)
     print(text, end="")
     print(f"written: {args.output}")
     return 0

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
+from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
 SCORES = ("acc", "nmi", "ari", "f1")
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     lines.append("")
     text = "\n".join(lines)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    runner.atomic_write_text(args.output, text)
+    atomic_write_text(args.output, text)
     if args.json:
         runner.write_json(args.json, dump)
     print(text)

@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -564,7 +565,7 @@ def report(rows, trainer, sparse, args, info, elapsed_s: float, command: str) ->
             f"{trainer['train_s']:.0f} s; peak memory {trainer['peak_mb']:.0f} MB. Embedding + k-means in the callback "
             f"{fmt(trainer['eval_s'], '.1f')} s, UMAP {trainer['umap_s']:.1f} s."
         )
-        lines += ["", "## k-means at scale (item 5)", "",
+        lines += ["", "## k-means at scale (item 6)", "",
                   f"scikit-learn KMeans (k-means++, Lloyd, n_init = 10) on the final embedding, {trainer['kmeans_shape'][0]} x "
                   f"{trainer['kmeans_shape'][1]}, {trainer['kmeans_clusters']} clusters: {trainer['kmeans_s']:.2f} s; "
                   f"a second call with the same seed gave {'identical' if trainer['kmeans_repeatable'] else 'DIFFERENT'} labels."]
@@ -702,10 +703,10 @@ def main(argv=None) -> int:
             print(f"[scaling] work directory kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    from scrcl.runner import atomic_write_text
+    from scrcl.atomic import atomic_write_text
 
     output = Path(args.output)
-    command = "python benchmarks/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/scaling.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     atomic_write_text(output, report(rows, trainer, sparse, args, machine(), time.perf_counter() - t_start, command.strip()))
     plot(rows, output.with_suffix(".png"))
     print(f"[scaling] wrote {output} and {output.with_suffix('.png')}", file=sys.stderr)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.paper_table import leiden_with_k, local_datasets, machine, method_rows, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
 from benchmarks.quality import parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
+from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
 DEFAULT_SEEDS = "5,15,25,35,45"
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     results = [slice_rows(name, args.config, args, seeds, sets) for name in names]
     text = render(results, mode=args.config, command=command, started=started, seconds=time.perf_counter() - t0,
                   seeds=seeds, runs_dir=args.runs_dir)
-    runner.atomic_write_text(output, text)
+    atomic_write_text(output, text)
     print(text, end="")
     print(f"written: {output}")
     return 0

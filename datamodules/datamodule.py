@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader
 from datamodules import graphs
 from datamodules.loading import LABEL, Loaded, from_anndata, load_file, read_resolved, resolve_dataset
 from datamodules.preprocess import preprocess
+from scrcl.atomic import atomic_path
 from scrcl.errors import UserError
 
 CACHE_VERSION = 4  # bump when preprocessing or graph building changes
@@ -170,14 +170,8 @@ class ScRCLDataModule(L.LightningDataModule):
         self.timings["build_s"] = time.perf_counter() - t1
         self.timings["cache"] = "miss"
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".h5ad")
-            os.close(fd)
-            try:
+            with atomic_path(path, suffix=".h5ad") as tmp:  # readers never see a half-written cache file
                 prepared.write_h5ad(tmp)
-                os.replace(tmp, path)  # readers never see a half-written cache file
-            finally:
-                Path(tmp).unlink(missing_ok=True)
         return prepared, loaded.task
 
     def setup(self, stage: str | None = None) -> None:

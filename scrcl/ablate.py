@@ -131,7 +131,7 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
 
 def write_results(rows: list[dict], out_dir: Path, **info) -> str:
     """ablation.md and ablation.csv in ``out_dir`` (atomically)."""
-    from scrcl.runner import atomic_write_text
+    from scrcl.atomic import atomic_write_text
 
     text = render_markdown(rows, out_dir=out_dir, **info)
     atomic_write_text(out_dir / "ablation.md", text)

@@ -143,7 +143,7 @@ def umap_comparison(pcs: np.ndarray, embedding: np.ndarray, pred, truth, cells, 
     import pandas as pd
 
     from scrcl.plots import _scatter, save_figure, umap_coordinates
-    from scrcl.runner import atomic_write_text
+    from scrcl.atomic import atomic_write_text
 
     idx, xy_input = umap_coordinates(pcs, seed)
     _, xy_emb = umap_coordinates(embedding, seed)  # same cell count and seed: the same subsample, if any
@@ -228,7 +228,7 @@ def paga(adata, out_dir: Path, seed: int, n_neighbors: int = N_NEIGHBORS) -> lis
     import scanpy as sc
 
     from scrcl.plots import save_figure
-    from scrcl.runner import atomic_write_text
+    from scrcl.atomic import atomic_write_text
 
     sc.pp.neighbors(adata, n_neighbors=min(n_neighbors, adata.n_obs - 1), use_rep=EMBEDDING, random_state=seed)
     sc.tl.paga(adata, groups=CLUSTER)
@@ -245,7 +245,7 @@ def paga(adata, out_dir: Path, seed: int, n_neighbors: int = N_NEIGHBORS) -> lis
 
 def run_analyses(run_dir: Path, data_dir: str | None = None, log=print) -> list[Path]:
     """All three analyses of one finished run; returns the files written under RUN_DIR/analyses/."""
-    from scrcl.runner import atomic_write_text
+    from scrcl.atomic import atomic_write_text
 
     run = load_run(Path(run_dir), data_dir)
     out_dir = run.run_dir / ANALYSES_DIR

@@ -404,7 +404,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence]) -> No
     import csv
     import io
 
-    from scrcl.runner import atomic_write_text
+    from scrcl.atomic import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from scrcl.atomic import atomic_path
 
 UMAP_MAX_CELLS = 50_000  # above this the UMAP is fit on a subsample: the plot is for looking, not scoring
 
@@ -39,15 +39,8 @@ def _scatter(ax, xy, values, title):
 
 def save_figure(fig, path: Path) -> None:
     """Write a PNG atomically: a reader never sees half an image."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def umap_figure(embedding, pred, truth, path: Path, title: str = "", seed: int = 0) -> Path:

@@ -12,7 +12,6 @@ import os
 import platform
 import resource
 import shutil
-import tempfile
 import time
 import warnings
 from importlib import metadata
@@ -21,22 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from scrcl.atomic import atomic_path, atomic_write_text
 from scrcl.errors import UserError
 
 SCORES = ("acc", "nmi", "ari", "f1")
 PACKAGES = ("torch", "lightning", "torch-geometric", "scanpy", "anndata", "scikit-learn", "numpy", "wandb")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -268,13 +256,8 @@ def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: d
         result.obs["scrcl_cluster_unrefined"] = pd.Categorical(final["pred_unrefined"].astype(str))
     if "spatial" in prepared.obsm:
         result.obsm["spatial"] = np.asarray(prepared.obsm["spatial"])
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".result.", suffix=".h5ad")
-    os.close(fd)
-    try:
+    with atomic_path(run_dir / "result.h5ad", suffix=".h5ad") as tmp:
         result.write_h5ad(tmp)
-        os.replace(tmp, run_dir / "result.h5ad")
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return metrics
 
 

@@ -360,7 +360,7 @@ def _heatmap(fig, ax, rows: list[dict], names: list[str], metric: str) -> None:
 def write_results(trials: list[launcher.Trial], sweep: dict, *, file: Path, dataset: str, out_dir: Path,
                   command: str, outcome: launcher.Outcome) -> tuple[str, Path | None]:
     """sweep.md, sweep.csv and sweep.png in ``out_dir`` (each written atomically)."""
-    from scrcl.runner import atomic_write_text
+    from scrcl.atomic import atomic_write_text
 
     names = [k for k in swept([dict(t.params) for t in trials])]
     metric = metric_key(sweep, file)

@@ -288,18 +288,38 @@ def run_dir_for(config: dict) -> Path:
     return Path(config.get("output") or "runs") / name
 
 
+def claim_run_dir(root: Path, named: bool) -> Path:
+    """Create the run directory and return it. A name the user gave is used as is (an empty
+    directory of that name is fine). An automatic name (data + start time to the second) is claimed
+    with an exclusive mkdir: when another run took it in the same second (two W&B agents or sweep
+    workers starting together), this run gets ``NAME-2``, ``NAME-3``, ... instead of sharing it."""
+    if named:
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        candidate = root if i == 1 else root.with_name(f"{root.name}-{i}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise UserError(f"could not create a new run directory beside {root}; pass --run-name or another --output")
+
+
 def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) -> dict:
     """Every seed of a config; writes each run directory and, for several seeds, a summary."""
     t_start = time.perf_counter()
     seeds = config.get("seeds") or [config["seed"]]
     root = Path(resume_dir) if resume_dir is not None else run_dir_for(config)
-    if resume_dir is None and root.exists() and any(root.iterdir()):
+    named = resume_dir is not None or bool(config.get("run_name"))
+    if named and resume_dir is None and root.exists() and any(root.iterdir()):
         raise UserError(f"run directory {root} exists already; choose another --run-name/--output, or continue it with --resume {root}")
     quiet_libraries()
     datamodule = make_datamodule(config, adata)
     datamodule.setup("fit")  # bad input fails here, before anything is written
     log(datamodule.summary())
-    root.mkdir(parents=True, exist_ok=True)
+    root = claim_run_dir(root, named)
     atomic_write_text(root / "config.yaml", yaml.safe_dump({k: v for k, v in config.items() if k != "resume"}, sort_keys=True))
     try:
         all_metrics = _run_seeds(config, datamodule, seeds, root, resume_dir, log)

@@ -65,3 +65,17 @@ def test_api_fit_with_labels_scores_and_needs_clusters_otherwise():
     unlabelled.X = unlabelled.raw.X.copy()
     with pytest.raises(UserError, match="n-clusters"):
         scrcl.fit(unlabelled, epochs=1, hidden_dim=16)
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    """Two W&B agents (or sweep workers) starting together compute the same automatic name; the
+    exclusive claim gives the second NAME-2 instead of letting both write into one directory."""
+    root = tmp_path / "runs" / "pbmc68k-20261124-120000"
+    first = runner.claim_run_dir(root, named=False)
+    (first / "config.yaml").write_text("seed: 5\n")
+    second = runner.claim_run_dir(root, named=False)
+    third = runner.claim_run_dir(root, named=False)
+    assert [first.name, second.name, third.name] == [root.name, root.name + "-2", root.name + "-3"]
+    assert (first / "config.yaml").read_text() == "seed: 5\n" and not any(second.iterdir())
+    # a name the user chose is used as it is
+    assert runner.claim_run_dir(tmp_path / "mine", named=True) == tmp_path / "mine"

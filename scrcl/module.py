@@ -50,6 +50,15 @@ class ScRCLModule(L.LightningModule):
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", on_step=False, on_epoch=True, batch_size=1)
         return terms["loss"]
 
+    def on_train_epoch_end(self):
+        """Log each weight matrix's root-mean-square as ``weights/rms_<layer>``. Without labels it shows
+        what Adam's L2 decay does over a long run: it empties the weights toward zero at about lr per step
+        (benchmarks/results/stability.md), which the loss curve does not show."""
+        for name, param in self.model.named_parameters():
+            if param.dim() == 2:
+                self.log(f"weights/rms_{name.removesuffix('.weight')}", param.detach().pow(2).mean().sqrt(),
+                         on_step=False, on_epoch=True, batch_size=1)
+
     def configure_optimizers(self):
         """``adam``: Adam with L2 weight decay added to the gradient (the reference's optimiser).
         ``adamw``: the decay decoupled from the adaptive step (Loshchilov & Hutter); see configs/generic_sc.yaml."""

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +63,10 @@ def test_every_method_and_run_flag(tmp_path, data_dir):
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     csv = (run_dir / "csv" / "metrics.csv").read_text()
     assert "train/loss" in csv and "val/ari" in csv
+    logged = pd.read_csv(run_dir / "csv" / "metrics.csv")["weights/rms_view_m.linear"].dropna()
+    weight = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]["model.view_m.linear.weight"]
+    assert len(logged) == 2 and logged.iloc[-1] == pytest.approx(weight.pow(2).mean().sqrt().item(), rel=1e-5)
+    assert "weights/rms_refinement.projector" in csv
     # evaluate.py re-scores the run directory to the same figures
     ev = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(run_dir)], capture_output=True, text=True, cwd=tmp_path)
     assert ev.returncode == 0 and ev.stdout.strip() == last_line(proc)

@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from scrcl.atomic import atomic_path
 from scrcl.errors import UserError
 
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for a smooth progress bar
@@ -109,26 +109,28 @@ def _download_to(dest: Path, url: str, expected: str | None, *, timeout: float, 
     The temp file is removed on every other exit, KeyboardInterrupt included.
     """
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent)
-    except OSError as e:
+        with atomic_path(dest, suffix=".part") as tmp:  # renamed into place only if the block ends cleanly
+            with open(tmp, "wb") as out:
+                try:
+                    digest = _stream(url, out, desc=dest.name, timeout=timeout, progress=progress)
+                except OSError as e:
+                    # Network errors arrive as _TransferFailed; an OSError here is from writing the temp
+                    # file (disk full, quota), which no other URL would fix.
+                    raise UserError(f"cannot write {dest} while downloading it from {url}: {_oneline(e)}") from e
+            if expected is not None and digest != expected:
+                raise _Rejected(_Mismatch(digest))
+    except _Rejected as rejected:
+        return rejected.mismatch
+    except OSError as e:  # creating the temporary file: the data directory is not writable
         raise UserError(f"cannot write to the data directory {dest.parent}: {_oneline(e)}") from e
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                digest = _stream(url, out, desc=dest.name, timeout=timeout, progress=progress)
-            except OSError as e:
-                # Network errors arrive as _TransferFailed; an OSError here is from writing the temp
-                # file (disk full, quota), which no other URL would fix.
-                raise UserError(f"cannot write {dest} while downloading it from {url}: {_oneline(e)}") from e
-        if expected is not None and digest != expected:
-            return _Mismatch(digest)
-        # mkstemp creates 0600; a downloaded data file should be readable like any other download.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-        return digest
-    finally:
-        tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
+    return digest
+
+
+class _Rejected(Exception):
+    """Leaves ``atomic_path`` without renaming: the download's checksum did not match."""
+
+    def __init__(self, mismatch: _Mismatch):
+        self.mismatch = mismatch
 
 
 def _stream(url: str, out, *, desc: str, timeout: float, progress: bool) -> str:

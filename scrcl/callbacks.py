@@ -143,3 +143,31 @@ class ClusteringEvaluator(L.Callback):
         top = max(scored, key=lambda h: h[key])
         return {"oracle_epoch": top["epoch"], **{f"oracle_{k}": top[k] for k in SCORES}}
 
+
+
+class TrainClock(L.Callback):
+    """Seconds spent in ``trainer.fit``, kept across a resume: a checkpoint carries the seconds spent
+    before it, so a run killed and resumed reports the training time of the epochs it is made of (the
+    epochs redone after the kill are not counted twice)."""
+
+    def __init__(self):
+        self.before = 0.0
+        self._start: float | None = None
+        self._stop: float | None = None
+
+    def seconds(self) -> float:
+        if self._start is None:
+            return self.before
+        return self.before + ((self._stop if self._stop is not None else time.perf_counter()) - self._start)
+
+    def on_train_start(self, trainer, pl_module):
+        self._start, self._stop = time.perf_counter(), None
+
+    def on_train_end(self, trainer, pl_module):
+        self._stop = time.perf_counter()
+
+    def state_dict(self):
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict):
+        self.before = float(state_dict.get("seconds", 0.0))

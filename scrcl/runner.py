@@ -71,6 +71,9 @@ def quiet_libraries() -> None:
         ".*val_dataloader.*but have no .validation_step.*",  # evaluation runs in a callback
         ".*isinstance.treespec, LeafSpec.*",
         ".*weights_only.*",
+        # A run directory is only ever reused by --resume (new runs claim a fresh one), so these are expected:
+        ".*Experiment logs directory .* exists and is not empty.*",
+        ".*Checkpoint directory .* exists and is not empty.*",
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -97,10 +100,49 @@ def make_datamodule(config: dict, adata=None):
     )
 
 
-def _loggers(config: dict, run_dir: Path, seed: int):
+def _checkpoint_epoch(path: str) -> int:
+    """The epoch a Lightning checkpoint was saved at (memory-mapped: the weights are not read)."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"])
+
+
+def _keep_csv_rows(csv_logger, last_epoch: int) -> None:
+    """On resume, keep the CSV log's rows up to the checkpoint's epoch. Lightning's CSV writer deletes
+    an existing ``metrics.csv`` when it starts; without this a resumed run's loss log would begin at
+    the resumed epoch. Rows of epochs after the checkpoint (run again now) are dropped."""
+    import csv
+    import io
+
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    path = Path(csv_logger.log_dir) / "metrics.csv"
+    if rank_zero_only.rank != 0 or not path.exists():
+        return
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [r for r in reader if (r.get("epoch") or "").strip() and int(float(r["epoch"])) <= last_epoch]
+        keys = list(reader.fieldnames or [])
+    writer = csv_logger.experiment  # creating the writer removes the old file
+    if not rows or not hasattr(writer, "metrics_keys"):
+        return
+    writer.metrics_keys = keys
+    text = io.StringIO()
+    out = csv.DictWriter(text, fieldnames=keys)
+    out.writeheader()
+    out.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+
+
+def _loggers(config: dict, run_dir: Path, seed: int, resume_epoch: int | None = None):
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    # One row per epoch, written as it comes (flushed every step: one step per epoch), so that a killed
+    # run's log survives up to its last checkpoint and a resume continues it.
+    csv_logger = CSVLogger(save_dir=str(run_dir), name="csv", version="", flush_logs_every_n_steps=1)
+    if resume_epoch is not None:
+        _keep_csv_rows(csv_logger, resume_epoch)
+    loggers = [csv_logger]
     if config.get("logger") == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` uploads later
         if os.environ.get("WANDB_MODE") != "disabled":
@@ -124,7 +166,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from scrcl.callbacks import ClusteringEvaluator
+    from scrcl.callbacks import ClusteringEvaluator, TrainClock
     from scrcl.module import ScRCLModule
 
     quiet_libraries()
@@ -158,7 +200,8 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         radius=config.get("radius", 0) if datamodule.task == "st" else 0,
         label_names=datamodule.label_names,
     )
-    callbacks = [evaluator]
+    clock = TrainClock()
+    callbacks = [evaluator, clock]
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     if ckpt_dir is not None:
         callbacks.append(
@@ -168,13 +211,16 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         )
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    ckpt_path = None
+    if resume and ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists():
+        ckpt_path = str(ckpt_dir / "last.ckpt")
     try:
         trainer = L.Trainer(
             max_epochs=config["epochs"],
             accelerator=config.get("accelerator", "auto"),
             devices=config.get("devices", 1),
             precision=config.get("precision", "32-true"),
-            logger=_loggers(config, run_dir, seed) if run_dir is not None else False,
+            logger=_loggers(config, run_dir, seed, _checkpoint_epoch(ckpt_path) if ckpt_path else None) if run_dir is not None else False,
             callbacks=callbacks,
             log_every_n_steps=1,
             num_sanity_val_steps=0,
@@ -188,12 +234,8 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     except (MisconfigurationException, ValueError, RuntimeError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot set up training ({text}); check --accelerator, --devices and --precision") from None
-    ckpt_path = None
-    if resume and ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists():
-        ckpt_path = str(ckpt_dir / "last.ckpt")
-    t0 = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    seconds = time.perf_counter() - t0
+    seconds = clock.seconds()  # including the seconds before a resume
     if evaluator.final is None:  # e.g. resuming a run whose training had already finished
         result, scores = evaluator.cluster(module)
         evaluator.final = {"epoch": trainer.current_epoch, "scores": scores, **result}
@@ -209,6 +251,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         "history": evaluator.history,
         "oracle": evaluator.oracle(),
         "train_seconds": seconds,
+        "seconds_before_resume": clock.before,
         "gpu_peak_mb": gpu_peak,
         "module": module,
     }
@@ -345,7 +388,9 @@ def _run_seeds(config: dict, datamodule, seeds: list[int], root: Path, resume_di
         run_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         outcome = train_one(config, datamodule, seed, run_dir, resume=resume_dir is not None)
-        metrics = write_results(run_dir, config, datamodule, seed, outcome, time.perf_counter() - t0 + (datamodule.timings.get("setup_s", 0) if seed == seeds[0] else 0))
+        setup_s = datamodule.timings.get("setup_s", 0) if seed == seeds[0] else 0
+        total_s = time.perf_counter() - t0 + setup_s + outcome["seconds_before_resume"]
+        metrics = write_results(run_dir, config, datamodule, seed, outcome, total_s)
         log(f"seed {seed}: {final_line(metrics)}  ({metrics['train_seconds']:.1f}s, run dir {run_dir})")
         all_metrics.append(metrics)
     return all_metrics

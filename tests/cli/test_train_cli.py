@@ -1,5 +1,6 @@
 """train.py and evaluate.py through a subprocess, as users run them: every flag is exercised here."""
 
+import csv
 import json
 import os
 import re
@@ -188,8 +189,18 @@ def test_resume_after_a_real_kill_ends_like_an_uninterrupted_run(tmp_path, data_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "metrics.json").exists()
+    ckpt_state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    seconds_at_checkpoint = ckpt_state["callbacks"]["TrainClock"]["seconds"]
+    assert seconds_at_checkpoint > 0
     resumed = run(["--resume", run_dir, "--no-progress"], tmp_path)
     a = json.loads((tmp_path / "a" / "r" / "metrics.json").read_text())
     b = json.loads((run_dir / "metrics.json").read_text())
     assert {k: a[k] for k in ("acc", "nmi", "ari", "f1", "epoch")} == {k: b[k] for k in ("acc", "nmi", "ari", "f1", "epoch")}
     assert last_line(resumed) == last_line(straight)
+    # The training time counts the epochs before the checkpoint too.
+    assert b["train_seconds"] > seconds_at_checkpoint
+    # The CSV log continues across the resume: every epoch once, with the same losses as the straight run.
+    rows = {name: list(csv.DictReader(open(d / "csv" / "metrics.csv"))) for name, d in (("a", tmp_path / "a" / "r"), ("b", run_dir))}
+    assert [int(r["epoch"]) for r in rows["b"]] == [int(r["epoch"]) for r in rows["a"]] == list(range(12))
+    assert [float(r["train/loss"]) for r in rows["b"]] == pytest.approx([float(r["train/loss"]) for r in rows["a"]], rel=1e-6)
+    assert "exists and is not empty" not in resumed.stderr

@@ -4,6 +4,7 @@
   python benchmarks/paper_table.py                                  every local scRNA-seq dataset, 5 seeds
   python benchmarks/paper_table.py --datasets pbmc10x,pollen --seeds 5,15 --epochs 100
   python benchmarks/paper_table.py --datasets pbmc68k --seeds 5 --epochs 2 --set hidden_dim=32   a smoke test
+  python benchmarks/paper_table.py --seeds-for pbmc10x=5,15,25      fewer seeds for one dataset (said in its row)
 
 Each (dataset, seed) is one run directory ``RUNS/<dataset>/seed<s>/`` written by ``scrcl.runner.run``
 at the dataset's own settings (``configs/datasets/NAME.yaml`` for the paper's datasets, the generic
@@ -209,7 +210,7 @@ def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]
         head = [r["dataset"], str(m0["n_cells"]), str(m0["n_genes"]), str(m0["n_clusters"])]
         epochs = sorted({m["epoch"] for m in r["scrcl"]})
         lines.append(_row([*head, "scRCL (final epoch)", *[mean_std(r["scrcl"], k) for k in keys],
-                           f"epoch {', '.join(map(str, epochs))}{extra_note(r)}"]))
+                           f"epoch {', '.join(map(str, epochs))}; seeds {', '.join(str(m['seed']) for m in r['scrcl'])}{extra_note(r)}"]))
         km = [b["pca_kmeans"] for b in r["baselines"]]
         lines.append(_row([*head, "PCA(30) + k-means", *[mean_std(km, k) for k in keys], ""]))
         ld = [b["leiden"] for b in r["baselines"]]
@@ -231,7 +232,10 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
         f"- Runs: `{runs_dir}/<dataset>/seed<s>/` (config.yaml, metrics.json, history.csv, result.h5ad)",
-        f"- Mean ± std (population) over seeds {', '.join(map(str, seeds))}. Labels only score a finished clustering.",
+        f"- Mean ± std (population) over seeds {', '.join(map(str, seeds))}"
+        + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
+           if any(r["seeds"] != seeds for r in results) else "")
+        + ". Labels only score a finished clustering.",
         "- Baselines run on the same preprocessed matrix scRCL takes as input (the DataModule's `batch.x`: the "
         "dataset's top-h HVGs, `input` as in its config). PCA(30) + k-means: seeded, the true number of clusters k. "
         "Leiden: scanpy, 15-NN graph of PCA(30), resolution bisected until it gives k clusters (no labels used).",
@@ -269,6 +273,19 @@ def oracle_section(results: list[dict], label: str, keys, explanation: str) -> l
     return lines
 
 
+def parse_seeds_for(items: list[str]) -> dict[str, list[int]]:
+    """``['pbmc10x=5,15,25']`` -> ``{'pbmc10x': [5, 15, 25]}`` (registry names resolved)."""
+    from datamodules.registry import get_spec
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UserError(f"--seeds-for takes NAME=SEEDS (e.g. pbmc10x=5,15,25), got '{item}'")
+        out[get_spec(name.strip()).name] = parse_int_list(value, "seeds")
+    return out
+
+
 def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:
     """Every seed of one dataset: scRCL runs (or their existing metrics) and the baselines."""
     from scrcl import runner
@@ -278,7 +295,7 @@ def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:
     datamodule.setup("fit")
     if not datamodule.has_labels:
         raise UserError(f"dataset '{name}' has no labels to score; leave it out of --datasets")
-    rows = {"dataset": name, "config": config, "scrcl": [], "baselines": []}
+    rows = {"dataset": name, "config": config, "seeds": list(seeds), "scrcl": [], "baselines": []}
     for seed in seeds:
         rows["baselines"].append(baselines(datamodule, config, seed, args.runs_dir))
         rows["scrcl"].append(scrcl_run(config, args.runs_dir / name / f"seed{seed}", args.runs_dir, seed, args.keep_checkpoints))
@@ -293,6 +310,8 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", help="comma-separated registry names (default: every dataset available locally)")
     parser.add_argument("--task", default="sc", choices=("sc", "st", "all"), help="which local datasets by default")
     parser.add_argument("--seeds", default=DEFAULT_SEEDS)
+    parser.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",
+                        help="other seeds for one dataset, e.g. pbmc10x=5,15,25 (repeatable); its row lists them")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every dataset (default: each dataset's config)")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every dataset")
     parser.add_argument("--data-dir", default=None, help="data directory (default: $SCRCL_DATA_DIR, then ./data)")
@@ -314,7 +333,11 @@ def main(argv=None) -> int:
     if not names:
         raise UserError("no dataset to run: none is available in the data directory; pass --data-dir or --datasets")
     runner.quiet_libraries()
-    results = [table_rows(name, args, seeds, sets) for name in names]
+    seeds_for = parse_seeds_for(args.seeds_for)
+    unknown = sorted(set(seeds_for) - set(names))
+    if unknown:
+        raise UserError(f"--seeds-for names {', '.join(unknown)}, which is not among the table's datasets ({', '.join(names)})")
+    results = [table_rows(name, args, seeds_for.get(name, seeds), sets) for name in names]
     text = render(results, command=command, started=started, seconds=time.perf_counter() - t0, seeds=seeds, runs_dir=args.runs_dir)
     atomic_write_text(args.output, text)
     print(text, end="")

@@ -194,10 +194,15 @@ def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
         assert fact in text
     assert not (tmp_path / "runs" / "pbmc68k" / "seed5" / "checkpoints").exists()
 
-    again = script("benchmarks/paper_table.py", *args, cwd=tmp_path, data_dir=data_dir)
+    assert ours[9] == "epoch 2; seeds 5"
+    # Again, with seeds 5,15 for the table but --seeds-for keeping pbmc68k at seed 5: nothing trains.
+    more_seeds = [("5,15" if a == "5" else a) for a in args] + ["--seeds-for", "pbmc68k=5"]
+    again = script("benchmarks/paper_table.py", *more_seeds, cwd=tmp_path, data_dir=data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "done before" in again.stdout
-    assert _row((tmp_path / "RESULTS.md").read_text(), "pbmc68k", "scRCL (final epoch)")[5:9] == ours[5:9]
+    assert "done before" in again.stdout and not (tmp_path / "runs" / "pbmc68k" / "seed15").exists()
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert _row(text, "pbmc68k", "scRCL (final epoch)")[5:10] == ours[5:10]
+    assert "over seeds 5, 15 (other seeds where the note says so: pbmc68k)" in text
 
     changed = [("3" if a == "2" else a) for a in args]  # --epochs 3 against runs made with 2
     other = script("benchmarks/paper_table.py", *changed, cwd=tmp_path, data_dir=data_dir)
@@ -208,7 +213,10 @@ def test_paper_table_bad_input_is_one_line(tmp_path, data_dir):
     out = tmp_path / "RESULTS.md"
     for args, fragment in ((["--datasets", "no_such_set"], "unknown dataset"), (["--seeds", "a,b"], "seeds must be integers"),
                            (["--set", "hidden_dim"], "key=value"), (["--epochs", "0"], "--epochs must be at least 1"),
-                           (["--datasets", "pbmc68k", "--set", "no_such_key=1"], "unknown config key")):
+                           (["--datasets", "pbmc68k", "--set", "no_such_key=1"], "unknown config key"),
+                           (["--datasets", "pbmc68k", "--seeds-for", "pollen=5"], "not among the table's datasets"),
+                           (["--datasets", "pbmc68k", "--seeds-for", "pbmc68k"], "NAME=SEEDS"),
+                           (["--datasets", "pbmc68k", "--seeds-for", "pbmc68k=x"], "seeds must be integers")):
         proc = script("benchmarks/paper_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", cwd=tmp_path, data_dir=data_dir)
         one_line_error(proc, fragment)
     assert not out.exists()

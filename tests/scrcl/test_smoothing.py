@@ -1,0 +1,58 @@
+"""benchmarks/smoothing.py: PCA + k-means on Fᵗ X and the graph's homophily, against direct computation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoothing  # noqa: E402
+
+
+def test_homophily_counts_same_label_edges_and_skips_self_loops_and_unlabelled():
+    # edges 0-1 (same), 1-2 (differ), 2-3 (same), 3-4 (4 unlabelled: skipped), plus self-loops (skipped)
+    rows = [0, 1, 1, 2, 2, 3, 3, 4, 0, 2]
+    cols = [1, 0, 2, 1, 3, 2, 4, 3, 0, 2]
+    graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(5, 5))
+    y = np.array([0, 0, 1, 1, -1])
+    assert smoothing.homophily(graph, y) == pytest.approx(4 / 6)
+
+
+def test_rows_equal_pca_kmeans_on_the_datamodules_own_inputs(data_dir):
+    """t = 0 is PCA + k-means on the model input X; t = 2 at the config's k is the MLP view's F² X."""
+    from benchmarks.paper_table import table_config
+    from benchmarks.quality import pca_kmeans
+    from scrcl import runner
+    from scrcl.metrics import clustering_scores
+
+    rows = smoothing.dataset_rows("pbmc68k", [15], [0, 2], [5], str(data_dir))
+    assert [(r["k"], r["t"]) for r in rows] == [(15, 0), (15, 2)]
+    dm = runner.make_datamodule(table_config("pbmc68k", None, {}, str(data_dir)))
+    dm.setup("fit")
+    y = dm.batch.y.numpy()
+    for row, x in zip(rows, (dm.batch.x.numpy(), dm.batch.x_mlp.numpy())):
+        direct = clustering_scores(y, pca_kmeans(x, dm.n_clusters, 5))
+        assert row["ari"] == pytest.approx(direct["ari"]) and row["nmi"] == pytest.approx(direct["nmi"])
+    assert rows[0]["homophily"] == pytest.approx(smoothing.homophily(dm.prepared.obsp["cell_graph"], y))
+    assert 0.5 < rows[0]["homophily"] < 1.0
+    assert rows[0]["ari"] != rows[1]["ari"]  # the smoothing changes what k-means finds
+
+
+def test_main_writes_the_table_and_bad_input_is_one_line(tmp_path, data_dir, capsys):
+    out = tmp_path / "smoothing.md"
+    assert smoothing.main(["--datasets", "pbmc68k", "--ks", "5", "--passes", "0,1", "--seeds", "5",
+                           "--data-dir", str(data_dir), "--output", str(out)]) == 0
+    lines = [line for line in out.read_text().splitlines() if line.startswith("| pbmc68k")]
+    assert [line.split("|")[6].strip() for line in lines] == ["0", "1"]
+    from scrcl.errors import run_entry
+
+    capsys.readouterr()
+    assert run_entry(smoothing.main, ["--passes", "-1", "--output", str(tmp_path / "bad.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--passes" in err[0] and not (tmp_path / "bad.md").exists()

@@ -38,6 +38,7 @@ FLAGS = [
     ("hvg", int, "number of highly variable genes h"),
     ("k", int, "cell-graph neighbours"),
     ("gene-k", int, "gene-graph neighbours k_g (self included)"),
+    ("graph-pcs", int, "scRNA-seq cell graph on the first P principal components (0 = on the HVGs; default: PCA-50 only from 10 000 cells)"),
     ("alpha", float, "weight of the NDC loss"),
     ("beta", float, "weight of the CVC loss"),
     ("hea-weight", float, "weight of the HEA loss (ablations set 0)"),

@@ -42,7 +42,7 @@ from scrcl.errors import UserError, run_entry  # noqa: E402
 SCORES = ("acc", "nmi", "ari", "f1")
 DEFAULT_SEEDS = "5,15,25,35,45"
 # Keys that change what a run computes; an existing run is reused only if all of them agree.
-RUN_METHOD_KEYS = ("refine", "views", "gene_graph", "eval_every", "n_clusters", "label_key")
+RUN_METHOD_KEYS = ("refine", "views", "gene_graph", "graph_pcs", "eval_every", "n_clusters", "label_key")
 # What the table runs never need: UMAPs every few evaluations (the final one is still drawn).
 TABLE_RUN_SETTINGS = {"logger": "none", "progress": False, "umap_every": 0}
 

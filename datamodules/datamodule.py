@@ -82,6 +82,7 @@ class ScRCLDataModule(L.LightningDataModule):
         gene_k: int = 5,
         tms=(0, 0),
         gene_graph: str = "knn",
+        graph_pcs: int | None = None,
         cache: bool = True,
         progress: bool = True,
         **_ignored,
@@ -94,6 +95,8 @@ class ScRCLDataModule(L.LightningDataModule):
         self.data_dir, self.label_key, self.requested_clusters = data_dir, label_key, n_clusters
         self.task = task
         self.params = {"input": input, "hvg": int(hvg), "k": int(k), "gene_k": int(gene_k), "gene_graph": gene_graph}
+        if graph_pcs is not None:  # only when set, so the cache keys of runs without it stay as they were
+            self.params["graph_pcs"] = int(graph_pcs)
         self.tms = tuple(int(t) for t in tms)
         self.use_cache = cache and adata is None
         self.progress = progress
@@ -122,7 +125,7 @@ class ScRCLDataModule(L.LightningDataModule):
         if loaded.task == "st":
             cell_graph = graphs.spatial_graph(prepared.obsm["spatial"], params["k"])
         else:
-            cell_graph = graphs.expression_graph(prepared.layers["lognorm"], params["k"])
+            cell_graph = graphs.expression_graph(prepared.layers["lognorm"], params["k"], n_pcs=params.get("graph_pcs"))
         if params["gene_graph"] == "identity":
             gene_graph = sp.csr_matrix((prepared.n_vars, prepared.n_vars), dtype=np.float32)
         else:
@@ -244,7 +247,8 @@ class ScRCLDataModule(L.LightningDataModule):
         parts = [
             f"{self.provenance['dataset']} ({self.task}): {self.n_cells} cells x {self.n_genes} genes",
             f"input={info['input_used']}" + (" (already normalised)" if info["already_normalised"] else ""),
-            f"cell graph {b.cell_graph.values().numel()} edges (k={self.params['k']})",
+            f"cell graph {b.cell_graph.values().numel()} edges (k={self.params['k']}"
+            + (f", on PCA-{self.params['graph_pcs']}" if self.task == "sc" and self.params.get("graph_pcs") else "") + ")",
             f"gene graph {int(b.gene_filter.values().numel()) - self.n_genes} edges",
             f"tms={list(self.tms)}",
             f"clusters={self.n_clusters}",

@@ -53,13 +53,18 @@ def knn_graph(features, k: int, metric: str = "euclidean", seed: int = 0) -> sp.
     return graph
 
 
-def expression_graph(lognorm, k: int, seed: int = 0) -> sp.csr_matrix:
-    """scRNA-seq cell graph: cosine kNN on log-normalised HVGs (PCA-50 first for large N)."""
+def expression_graph(lognorm, k: int, seed: int = 0, n_pcs: int | None = None) -> sp.csr_matrix:
+    """scRNA-seq cell graph: cosine kNN on log-normalised HVGs.
+
+    ``n_pcs`` None: the reference's rule, PCA-50 first only when N ≥ ``PCA_MIN_CELLS``; 0: always on the
+    HVGs themselves; P > 0: always on the first P principal components."""
     n = lognorm.shape[0]
-    if n >= PCA_MIN_CELLS:
+    if n_pcs is None:
+        n_pcs = 50 if n >= PCA_MIN_CELLS else 0
+    if n_pcs > 0:
         from sklearn.decomposition import PCA, TruncatedSVD
 
-        n_comp = min(50, min(lognorm.shape) - 1)
+        n_comp = min(n_pcs, min(lognorm.shape) - 1)
         if sp.issparse(lognorm):
             features = TruncatedSVD(n_comp, random_state=seed).fit_transform(lognorm)
         else:

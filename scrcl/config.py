@@ -37,12 +37,15 @@ RUN_DEFAULTS = {
     "refine": True,  # cluster on the refined Z = [Zᵐ‖Zᵍ]; False clusters on [Eᵐ‖Eᵍ] (ablation)
     "views": "both",  # both | mlp | gnn (ablation)
     "gene_graph": "knn",  # knn | identity (ablation)
+    # scRNA-seq cell graph on the first P principal components of the log-normalised HVGs (0: on the HVGs
+    # themselves); None: the reference's rule, PCA-50 only when N ≥ 10 000 (METHOD.md §2).
+    "graph_pcs": None,
     "progress": True,
 }
 
 TYPES = {
     "hvg": int, "k": int, "gene_k": int, "hidden_dim": int, "epochs": int, "seed": int, "eval_every": int,
-    "umap_every": int, "checkpoint_every": int, "radius": int, "n_clusters": int,
+    "umap_every": int, "checkpoint_every": int, "radius": int, "n_clusters": int, "graph_pcs": int,
     "lr": float, "weight_decay": float, "dropout": float, "alpha": float, "beta": float, "tau": float, "hea_weight": float,
 }
 CHOICES = {
@@ -131,8 +134,8 @@ def validate(config: dict) -> dict:
     for key in ("lr", "tau"):
         if out[key] <= 0:
             raise UserError(f"{key} must be positive, got {out[key]}")
-    for key in ("alpha", "beta", "hea_weight", "weight_decay", "radius"):
-        if out[key] < 0:
+    for key in ("alpha", "beta", "hea_weight", "weight_decay", "radius", "graph_pcs"):
+        if out.get(key) is not None and out[key] < 0:
             raise UserError(f"{key} must be ≥ 0, got {out[key]}")
     if out["alpha"] == 0 and out["beta"] == 0 and out["hea_weight"] == 0:
         raise UserError("alpha, beta and hea_weight are all 0: there is nothing to train; give at least one loss a weight")

@@ -95,6 +95,7 @@ def make_datamodule(config: dict, adata=None):
         gene_k=config["gene_k"],
         tms=config["tms"],
         gene_graph=config.get("gene_graph", "knn"),
+        graph_pcs=config.get("graph_pcs"),
         cache=config.get("cache", True),
         progress=config.get("progress", True),
     )

@@ -38,16 +38,17 @@ def last_line(proc) -> str:
 def test_every_method_and_run_flag(tmp_path, data_dir):
     out = tmp_path / "runs"
     proc = run(["--dataset", "PBMC68K", "--data-dir", data_dir, "--epochs", "2", "--lr", "1e-3", "--weight-decay", "0.01",
-                "--dropout", "0.1", "--hvg", "300", "--k", "10", "--gene-k", "4", "--alpha", "10", "--beta", "0.5",
+                "--dropout", "0.1", "--hvg", "300", "--k", "10", "--gene-k", "4", "--graph-pcs", "20", "--alpha", "10", "--beta", "0.5",
                 "--hea-weight", "1", "--tau", "0.5", "--tms", "1,0", "--gene-dim", "12", "--seed", "3", "--eval-every", "1",
                 "--checkpoint-every", "1", "--accelerator", "cpu", "--devices", "1", "--precision", "32-true",
                 "--logger", "csv", "--output", out, "--run-name", "r1", "--input", "lognorm", "--loss-impl", "dense",
                 "--views", "both", "--gene-graph", "knn", "--radius", "0", "--task", "sc", *FAST], tmp_path)
     assert LINE.match(last_line(proc)), proc.stdout
+    assert "cell graph" in proc.stdout + proc.stderr and "(k=10, on PCA-20)" in proc.stdout + proc.stderr
     run_dir = out / "r1"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     expected = {"dataset": "pbmc68k", "epochs": 2, "lr": 1e-3, "weight_decay": 0.01, "dropout": 0.1, "hvg": 300, "k": 10,
-                "gene_k": 4, "alpha": 10.0, "beta": 0.5, "tau": 0.5, "tms": [1, 0], "gene_dim": 12, "seed": 3,
+                "gene_k": 4, "graph_pcs": 20, "alpha": 10.0, "beta": 0.5, "tau": 0.5, "tms": [1, 0], "gene_dim": 12, "seed": 3,
                 "eval_every": 1, "checkpoint_every": 1, "accelerator": "cpu", "input": "lognorm", "loss_impl": "dense",
                 "hidden_dim": 32, "logger": "csv"}
     assert {k: config[k] for k in expected} == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -266,3 +268,31 @@ def test_gene_graph_with_k_g_one_has_only_self():
     graph = gene_graph(x, 1)
     assert graph.shape == (8, 8) and graph.nnz == 0
     assert gene_graph(x, 2).nnz > 0
+
+
+def test_graph_pcs_chooses_the_features_of_the_cell_graph(built):
+    """n_pcs = P: cosine kNN on the first P principal components; 0: on the HVGs; None: the reference's
+    rule (HVGs below PCA_MIN_CELLS cells)."""
+    from sklearn.decomposition import PCA
+
+    dm = built("pbmc10x")
+    lognorm = dense(dm.prepared.layers["lognorm"][:300])
+    k = 10
+    on_hvgs = expression_graph(lognorm, k, n_pcs=0)
+    assert (expression_graph(lognorm, k) != on_hvgs).nnz == 0
+    pcs = PCA(20, random_state=0).fit_transform(lognorm)
+    on_pcs = expression_graph(lognorm, k, n_pcs=20)
+    assert_valid_graph(on_pcs, k)
+    assert_is_knn_union(on_pcs, pairwise_cosine(pcs), k, tol=1e-5)
+    assert (on_pcs != on_hvgs).nnz > 0
+
+
+def test_datamodule_graph_pcs_builds_that_graph_and_keys_the_cache(built):
+    dm = built("pollen", graph_pcs=30)
+    lognorm = dense(dm.prepared.layers["lognorm"])
+    assert (dm.prepared.obsp["cell_graph"] != expression_graph(lognorm, dm.params["k"], n_pcs=30)).nnz == 0
+    assert "on PCA-30" in dm.summary()
+    default = built("pollen")
+    assert "graph_pcs" not in default.params and "PCA" not in default.summary()
+    files = {"data": Path(__file__)}
+    assert dm._cache_key(files, "sc") != default._cache_key(files, "sc")

@@ -2,14 +2,16 @@
 """What the low-pass smoothing of the input does by itself: PCA(30) + k-means on Fᵗ X (an analysis that uses labels).
 
   python benchmarks/smoothing.py                                   every local scRNA-seq dataset
-  python benchmarks/smoothing.py --datasets pollen,pbmc10x --ks 5,15 --passes 0,2 --seeds 5
+  python benchmarks/smoothing.py --datasets pollen,pbmc10x --ks 5,15 --passes 0,2 --seeds 5 --graph-pcs default,50
 
 The generic scRNA-seq config feeds the MLP view F^{t₁} X with t₁ = 2 passes of F = D̃^{-1/2}(A + I)D̃^{-1/2}
 over the k-NN cell graph (``tms: [2, 0]``, ``k: 15``). This measures, with no training, how much cell-type
 structure that smoothing keeps: for each graph size k and number of passes t, PCA(30) + k-means with the
 true number of clusters on Fᵗ X, on the same preprocessed matrix ``X`` scRCL takes as input. It also gives
 each graph's edge homophily (the fraction of edges joining two cells of the same annotated type), which is
-what decides whether averaging over neighbours blurs the types. Writes ``benchmarks/results/smoothing.md``.
+what decides whether averaging over neighbours blurs the types. ``--graph-pcs`` compares the features the
+graph is built on: ``default`` (the reference's rule: the HVGs below 10 000 cells) and P principal components
+(config key ``graph_pcs``). Writes ``benchmarks/results/smoothing.md``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,14 @@ def homophily(graph, y: np.ndarray) -> float:
     return float(np.mean(y[coo.row[keep]] == y[coo.col[keep]])) if keep.any() else float("nan")
 
 
-def dataset_rows(name: str, ks: list[int], passes: list[int], seeds: list[int], data_dir: str | None) -> list[dict]:
-    """One row per (k, t): homophily of the k-NN graph and PCA + k-means scores on Fᵗ X, mean over seeds."""
+def graph_features_label(n_pcs: int | None) -> str:
+    return "default (HVGs)" if n_pcs is None else ("HVGs" if n_pcs == 0 else f"PCA-{n_pcs}")
+
+
+def dataset_rows(name: str, ks: list[int], passes: list[int], seeds: list[int], data_dir: str | None,
+                 graph_pcs: tuple = (None,)) -> list[dict]:
+    """One row per (graph features, k, t): homophily of the k-NN graph and PCA + k-means scores on Fᵗ X,
+    mean over seeds."""
     from datamodules import graphs
     from scrcl import runner
     from scrcl.metrics import clustering_scores
@@ -61,17 +69,21 @@ def dataset_rows(name: str, ks: list[int], passes: list[int], seeds: list[int], 
     known = y >= 0
     lognorm = datamodule.prepared.layers["lognorm"]
     rows = []
-    for k in ks:
-        graph = datamodule.prepared.obsp["cell_graph"] if k == config["k"] else graphs.expression_graph(lognorm, k)
+    for n_pcs, k in ((p, k) for p in graph_pcs for k in ks):
+        if n_pcs is None and k == config["k"] and config.get("graph_pcs") is None:
+            graph = datamodule.prepared.obsp["cell_graph"]  # the very graph a run gets
+        else:
+            graph = graphs.expression_graph(lognorm, k, n_pcs=n_pcs)
         filt = graphs.normalized_adjacency(graph)
         for t in passes:
             xt = graphs.smooth(filt, x, t)
             scores = [clustering_scores(y[known], pca_kmeans(xt, datamodule.n_clusters, s)[known]) for s in seeds]
-            rows.append({"dataset": name, "n_cells": datamodule.n_cells, "n_clusters": datamodule.n_clusters, "k": k, "t": t,
+            rows.append({"dataset": name, "n_cells": datamodule.n_cells, "n_clusters": datamodule.n_clusters,
+                         "graph": graph_features_label(n_pcs), "k": k, "t": t,
                          "homophily": homophily(graph, y),
                          **{m: float(np.mean([sc[m] for sc in scores])) for m in ("ari", "nmi")},
                          "ari_std": float(np.std([sc["ari"] for sc in scores]))})
-            print(f"{name} k={k} t={t}: homophily {rows[-1]['homophily']:.3f}, PCA+k-means ARI {rows[-1]['ari']:.4f} "
+            print(f"{name} graph on {rows[-1]['graph']} k={k} t={t}: homophily {rows[-1]['homophily']:.3f}, PCA+k-means ARI {rows[-1]['ari']:.4f} "
                   f"NMI {rows[-1]['nmi']:.4f}", flush=True)
     return rows
 
@@ -87,11 +99,11 @@ def render(rows: list[dict], *, command: str, started: str, seconds: float, seed
         "MLP view F² X). PCA(30) + k-means with the true number of clusters; mean over seeds "
         f"{', '.join(map(str, seeds))} (ARI ± std). Homophily: fraction of graph edges joining two cells of the same type.",
         "",
-        "| dataset | cells | types | k | homophily | t (passes) | ARI | NMI |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | cells | types | graph on | k | homophily | t (passes) | ARI | NMI |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['dataset']} | {r['n_cells']} | {r['n_clusters']} | {r['k']} | {r['homophily']:.3f} | {r['t']} | "
+        lines.append(f"| {r['dataset']} | {r['n_cells']} | {r['n_clusters']} | {r['graph']} | {r['k']} | {r['homophily']:.3f} | {r['t']} | "
                      f"{r['ari']:.4f} ± {r['ari_std']:.4f} | {r['nmi']:.4f} |")
     return "\n".join(lines) + "\n"
 
@@ -102,6 +114,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ks", default="5,10,15", help="cell-graph sizes k")
     parser.add_argument("--passes", default="0,1,2", help="numbers of smoothing passes t")
     parser.add_argument("--seeds", default="5,15,25")
+    parser.add_argument("--graph-pcs", default="default,50",
+                        help="features of the cell graph: 'default' (the reference's rule) and/or numbers of principal components")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "smoothing.md")
     args = parser.parse_args(argv)
@@ -115,11 +129,15 @@ def main(argv=None) -> int:
     ks, passes, seeds = parse_int_list(args.ks, "ks"), parse_int_list(args.passes, "passes"), parse_int_list(args.seeds, "seeds")
     if min(ks) < 1 or min(passes) < 0:
         raise UserError("--ks must be ≥ 1 and --passes ≥ 0")
+    graph_pcs = tuple(None if v.strip() == "default" else v.strip() for v in args.graph_pcs.split(",") if v.strip())
+    if not graph_pcs or any(v is not None and (not v.isdigit() or int(v) < 1) for v in graph_pcs):
+        raise UserError(f"--graph-pcs takes 'default' and/or positive integers, e.g. default,50; got '{args.graph_pcs}'")
+    graph_pcs = tuple(None if v is None else int(v) for v in graph_pcs)
     names = [get_spec(n).name for n in args.datasets.split(",") if n.strip()] if args.datasets else local_datasets(args.data_dir, "sc")
     if not names:
         raise UserError("no dataset to run: none is available in the data directory; pass --data-dir or --datasets")
     runner.quiet_libraries()
-    rows = [row for name in names for row in dataset_rows(name, ks, passes, seeds, args.data_dir)]
+    rows = [row for name in names for row in dataset_rows(name, ks, passes, seeds, args.data_dir, graph_pcs)]
     text = render(rows, command=command, started=started, seconds=time.perf_counter() - t0, seeds=seeds,
                   config_k=generic_config("sc")["k"])
     atomic_write_text(args.output, text)

@@ -47,12 +47,26 @@ def test_rows_equal_pca_kmeans_on_the_datamodules_own_inputs(data_dir):
 def test_main_writes_the_table_and_bad_input_is_one_line(tmp_path, data_dir, capsys):
     out = tmp_path / "smoothing.md"
     assert smoothing.main(["--datasets", "pbmc68k", "--ks", "5", "--passes", "0,1", "--seeds", "5",
-                           "--data-dir", str(data_dir), "--output", str(out)]) == 0
+                           "--graph-pcs", "default,20", "--data-dir", str(data_dir), "--output", str(out)]) == 0
     lines = [line for line in out.read_text().splitlines() if line.startswith("| pbmc68k")]
-    assert [line.split("|")[6].strip() for line in lines] == ["0", "1"]
+    assert [(line.split("|")[4].strip(), line.split("|")[7].strip()) for line in lines] == [
+        ("default (HVGs)", "0"), ("default (HVGs)", "1"), ("PCA-20", "0"), ("PCA-20", "1")]
     from scrcl.errors import run_entry
 
     capsys.readouterr()
-    assert run_entry(smoothing.main, ["--passes", "-1", "--output", str(tmp_path / "bad.md")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--passes" in err[0] and not (tmp_path / "bad.md").exists()
+    for args, fragment in ((["--passes", "-1"], "--passes"), (["--graph-pcs", "pca"], "--graph-pcs")):
+        assert run_entry(smoothing.main, [*args, "--output", str(tmp_path / "bad.md")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0] and not (tmp_path / "bad.md").exists()
+
+
+def test_rows_on_a_pca_graph_use_that_graph(data_dir):
+    from benchmarks.paper_table import table_config
+    from datamodules import graphs
+    from scrcl import runner
+
+    (row,) = smoothing.dataset_rows("pbmc68k", [10], [0], [5], str(data_dir), graph_pcs=(30,))
+    dm = runner.make_datamodule(table_config("pbmc68k", None, {}, str(data_dir)))
+    dm.setup("fit")
+    graph = graphs.expression_graph(dm.prepared.layers["lognorm"], 10, n_pcs=30)
+    assert row["graph"] == "PCA-30" and row["homophily"] == pytest.approx(smoothing.homophily(graph, dm.batch.y.numpy()))

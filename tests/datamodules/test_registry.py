@@ -78,3 +78,20 @@ def test_every_dataset_says_where_to_get_it():
         downloadable = any(all(f.urls for f in s.files.values()) for s in spec.sources if s.files)
         embedded = any(not s.files for s in spec.sources)
         assert downloadable or embedded or spec.hint, spec.name
+
+
+def test_paper_datasets_keep_the_reference_optimizer_and_graph_unless_their_yaml_says():
+    """Generic defaults that depart from the reference (AdamW) must not leak into the published settings."""
+    from scrcl.config import PUBLISHED_BASE, dataset_config, generic_config, resolve_config
+
+    configs = sorted(p.stem for p in (ROOT / "configs/datasets").glob("*.yaml"))
+    assert configs
+    for name in configs:
+        resolved = resolve_config(dataset=name)
+        for key, value in PUBLISHED_BASE.items():
+            assert resolved[key] == dataset_config(name).get(key, value), (name, key)
+    assert resolve_config(dataset="lung")["optimizer"] == "adam"
+    for name in LOCAL:  # the generic config's own values
+        assert resolve_config(dataset=name)["optimizer"] == generic_config(REGISTRY[name].task)["optimizer"]
+    assert resolve_config(dataset="pbmc10x")["optimizer"] == "adamw"
+    assert resolve_config(dataset="lung", overrides={"optimizer": "adamw"})["optimizer"] == "adamw"  # flags still win

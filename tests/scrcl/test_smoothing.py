@@ -70,3 +70,29 @@ def test_rows_on_a_pca_graph_use_that_graph(data_dir):
     dm.setup("fit")
     graph = graphs.expression_graph(dm.prepared.layers["lognorm"], 10, n_pcs=30)
     assert row["graph"] == "PCA-30" and row["homophily"] == pytest.approx(smoothing.homophily(graph, dm.batch.y.numpy()))
+
+
+def test_spatial_rows_smooth_over_the_spatial_graph_and_score_the_refined_vote(data_dir):
+    """A spatial slice: t = 10 at the published k = 5 is the MLP view's F¹⁰ X; refined = the run's majority vote."""
+    from benchmarks.paper_table import table_config
+    from benchmarks.quality import pca_kmeans
+    from scrcl import runner
+    from scrcl.clustering import refine_spatial
+    from scrcl.metrics import clustering_scores
+
+    rows = smoothing.dataset_rows("dlpfc_151673", [5], [0, 10], [5], str(data_dir), graph_pcs=(None, 50))
+    assert [(r["graph"], r["k"], r["t"]) for r in rows] == [("spatial coordinates", 5, 0), ("spatial coordinates", 5, 10)]
+    config = table_config("dlpfc_151673", None, {}, str(data_dir))
+    dm = runner.make_datamodule(config)
+    dm.setup("fit")
+    y, coords = dm.batch.y.numpy(), dm.batch.coords.numpy()
+    for row, x in zip(rows, (dm.batch.x.numpy(), dm.batch.x_mlp.numpy())):
+        pred = pca_kmeans(x, dm.n_clusters, 5)
+        assert row["ari"] == pytest.approx(clustering_scores(y, pred)["ari"])
+        assert row["ari_refined"] == pytest.approx(clustering_scores(y, refine_spatial(pred, coords, config["radius"]))["ari"])
+        assert row["radius"] == config["radius"] == 50
+    assert rows[0]["homophily"] == pytest.approx(smoothing.homophily(dm.prepared.obsp["cell_graph"], y))
+    assert rows[1]["ari"] > rows[0]["ari"]  # layers are spatially coherent: smoothing over the spots helps k-means
+    text = smoothing.render(rows, command="c", started="s", seconds=1.0, seeds=[5], config_k=15)
+    assert "## Spatial slices" in text and "| dataset | cells |" not in text
+    assert sum(line.startswith("| dlpfc_151673 | ") for line in text.splitlines()) == 2

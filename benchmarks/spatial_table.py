@@ -3,6 +3,7 @@
 
   python benchmarks/spatial_table.py                                 every local spatial slice, 5 seeds, published settings
   python benchmarks/spatial_table.py --config generic                the same slices run as a user's own file (--data FILE --task st)
+  python benchmarks/spatial_table.py --seeds-for dlpfc_151675=5,15   other seeds for one slice (said in its rows)
   python benchmarks/spatial_table.py --datasets dlpfc_151673 --seeds 5 --set epochs=2 --set hidden_dim=32   a smoke test
 
 Each (slice, seed) is one run directory ``RUNS/<published|generic>/<slice>/seed<s>/`` written by
@@ -35,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.paper_table import leiden_with_k, local_datasets, machine, method_rows, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
+from benchmarks.paper_table import leiden_with_k, local_datasets, machine, method_rows, parse_seeds_for, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
 from benchmarks.quality import parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
@@ -128,7 +129,7 @@ def slice_rows(name: str, mode: str, args, seeds: list[int], sets: dict) -> dict
     if not datamodule.has_labels or getattr(datamodule.batch, "coords", None) is None:
         raise UserError(f"'{name}' has no labels or no spot coordinates; the table needs both")
     folder = args.runs_dir / mode / name
-    rows = {"dataset": name, "config": config, "scrcl": [], "baselines": []}
+    rows = {"dataset": name, "config": config, "seeds": seeds, "scrcl": [], "baselines": []}
     for seed in seeds:
         rows["baselines"].append(baselines(datamodule, config, seed, folder / f"baselines_seed{seed}.json"))
         rows["scrcl"].append(scrcl_run(config, folder / f"seed{seed}", args.runs_dir, seed, args.keep_checkpoints))
@@ -160,8 +161,10 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
         f"- Settings: {which}. Runs: `{runs_dir}/{mode}/<slice>/seed<s>/`.",
-        f"- Mean ± std (population) over seeds {', '.join(map(str, seeds))}. Labels only score a finished clustering; "
-        "spots without annotation are dropped before training.",
+        f"- Mean ± std (population) over seeds {', '.join(map(str, seeds))}"
+        + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
+           if any(r["seeds"] != seeds for r in results) else "")
+        + ". Labels only score a finished clustering; spots without annotation are dropped before training.",
         "- *refined*: majority vote over each spot and its `radius` nearest spots (the config's radius), applied to "
         "every method alike; *raw*: the clustering before it (scRCL: k-means of the final embedding).",
         "- Baselines run on the same HVG matrix scRCL takes as input (`batch.x`). PCA(30) + k-means: seeded, the true "
@@ -200,6 +203,8 @@ def main(argv=None) -> int:
     parser = _Parser(prog="spatial_table.py", description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", help="comma-separated spatial registry names (default: every spatial slice available locally)")
     parser.add_argument("--seeds", default=DEFAULT_SEEDS)
+    parser.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",
+                        help="other seeds for one slice, e.g. dlpfc_151675=5 (repeatable; its rows say so)")
     parser.add_argument("--config", default="published", choices=MODES,
                         help="published per-slice settings, or the generic spatial defaults a user's own file gets")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every slice")
@@ -221,8 +226,12 @@ def main(argv=None) -> int:
     names = [get_spec(n).name for n in args.datasets.split(",") if n.strip()] if args.datasets else local_datasets(args.data_dir, "st")
     if not names:
         raise UserError("no spatial slice to run: none is available in the data directory; pass --data-dir or --datasets")
+    seeds_for = parse_seeds_for(args.seeds_for)
+    unknown = sorted(set(seeds_for) - set(names))
+    if unknown:
+        raise UserError(f"--seeds-for names {', '.join(unknown)}, which is not among the table's slices ({', '.join(names)})")
     runner.quiet_libraries()
-    results = [slice_rows(name, args.config, args, seeds, sets) for name in names]
+    results = [slice_rows(name, args.config, args, seeds_for.get(name, seeds), sets) for name in names]
     text = render(results, mode=args.config, command=command, started=started, seconds=time.perf_counter() - t0,
                   seeds=seeds, runs_dir=args.runs_dir)
     atomic_write_text(output, text)

@@ -240,6 +240,16 @@ def test_spatial_table_matches_the_runs_and_resumes(tmp_path, data_dir):
     assert "done before" in again.stdout and "seed 5: ACC" not in again.stdout
     assert _row((tmp_path / "SPATIAL.md").read_text(), "dlpfc_151673", "scRCL (final epoch)")[5:9] == ours[5:9]
 
+    # --seeds-for gives one slice other seeds: the header names it, its row lists them, nothing is trained
+    other = script("benchmarks/spatial_table.py", *[a if a != "5" else "15" for a in args], "--seeds-for", "dlpfc_151673=5",
+                   cwd=tmp_path, data_dir=data_dir)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "seed 5: ACC" not in other.stdout
+    text = (tmp_path / "SPATIAL.md").read_text()
+    assert "seeds 15 (other seeds where the note says so: dlpfc_151673)" in text
+    row = _row(text, "dlpfc_151673", "scRCL (final epoch)")
+    assert row[5:9] == ours[5:9] and row[9].startswith("epoch 2; seeds 5")
+
     changed = ["epochs=3" if a == "epochs=2" else a for a in args]  # against runs made with 2 epochs
     one_line_error(script("benchmarks/spatial_table.py", *changed, cwd=tmp_path, data_dir=data_dir), "other settings", "epochs")
 
@@ -269,7 +279,9 @@ def test_spatial_table_bad_input_is_one_line(tmp_path, data_dir):
     out = tmp_path / "SPATIAL.md"
     for args, fragment in ((["--datasets", "no_such_set"], "unknown dataset"), (["--datasets", "pbmc68k"], "not a spatial dataset"),
                            (["--config", "mine"], "invalid choice"), (["--seeds", "a,b"], "seeds must be integers"),
-                           (["--set", "radius"], "key=value"), (["--datasets", "dlpfc_151673", "--set", "no_such_key=1"], "unknown config key")):
+                           (["--set", "radius"], "key=value"), (["--datasets", "dlpfc_151673", "--set", "no_such_key=1"], "unknown config key"),
+                           (["--datasets", "dlpfc_151673", "--seeds-for", "dlpfc_151674=5"], "not among the table's slices"),
+                           (["--datasets", "dlpfc_151673", "--seeds-for", "dlpfc_151673"], "NAME=SEEDS")):
         proc = script("benchmarks/spatial_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", cwd=tmp_path, data_dir=data_dir)
         one_line_error(proc, fragment)
     assert not out.exists()

@@ -7,7 +7,7 @@
 
 Trains the dataset's own config (``configs/datasets/NAME.yaml``, else the generic one) with ``--set`` on top,
 once per ``--variant NAME=JSON`` (more config keys on top of that), with a plain loop over the same pieces a
-run uses: the LightningModule's network and optimiser (``configure_optimizers``), ``scrcl_loss``, the
+run uses: the LightningModule ``runner.build_module`` makes and its optimiser (``configure_optimizers``), ``scrcl_loss``, the
 DataModule's full-graph batch. Every ``--every`` epochs, in eval mode, it records
 
 * each loss term (HEA, NDC, CVC) and the gradient norm of that step;
@@ -60,6 +60,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 def trace(name: str, sets: dict, *, epochs: int, every: int, seed: int, data_dir: str | None) -> list[dict]:
     """Train one variant; one record per evaluation (epoch 1, then every ``every`` epochs)."""
+    import lightning as L
     import torch
 
     from scrcl import runner
@@ -67,7 +68,6 @@ def trace(name: str, sets: dict, *, epochs: int, every: int, seed: int, data_dir
     from scrcl.config import resolve_config
     from scrcl.losses import scrcl_loss
     from scrcl.metrics import clustering_scores
-    from scrcl.module import ScRCLModule
 
     config = resolve_config(dataset=name, overrides={**sets, "data_dir": data_dir, "epochs": epochs,
                                                      "logger": "none", "progress": False})
@@ -81,13 +81,8 @@ def trace(name: str, sets: dict, *, epochs: int, every: int, seed: int, data_dir
     coords = batch.coords.numpy() if getattr(batch, "coords", None) is not None else None
     radius = config.get("radius", 0) if coords is not None else 0
     blobs = kmeans(coords, k, seed) if coords is not None else None
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    module = ScRCLModule(
-        n_cells=datamodule.n_cells, n_genes=datamodule.n_genes, n_clusters=k, hidden_dim=config["hidden_dim"],
-        gene_dim=config.get("gene_dim"), dropout=config["dropout"], alpha=config["alpha"], beta=config["beta"],
-        tau=config["tau"], hea_weight=config["hea_weight"], loss_impl=config["loss_impl"], lr=config["lr"],
-        weight_decay=config["weight_decay"], optimizer=config["optimizer"])
+    L.seed_everything(seed, verbose=False)  # as runner.train_one seeds a run
+    module = runner.build_module(config, datamodule)
     optimizer = module.configure_optimizers()
     records, t0 = [], time.perf_counter()
     for epoch in range(1, epochs + 1):

@@ -161,19 +161,6 @@ def worker_prepare(args, work: Path) -> dict:
     }
 
 
-def build_module(config: dict, datamodule):
-    """The LightningModule exactly as ``runner.train_one`` builds it."""
-    from scrcl.module import ScRCLModule
-
-    return ScRCLModule(
-        n_cells=datamodule.n_cells, n_genes=datamodule.n_genes, n_clusters=datamodule.n_clusters,
-        hidden_dim=config["hidden_dim"], gene_dim=config.get("gene_dim"), dropout=config["dropout"],
-        alpha=config["alpha"], beta=config["beta"], tau=config["tau"], hea_weight=config["hea_weight"],
-        loss_impl=config["loss_impl"], lr=config["lr"], weight_decay=config["weight_decay"],
-        views=config.get("views", "both"), refine=config.get("refine", True),
-    )
-
-
 def first_optimizer(configured):
     """The optimiser out of whatever ``configure_optimizers`` returned (an optimiser, a list or a dict)."""
     if isinstance(configured, dict):
@@ -240,7 +227,7 @@ def worker_train(args, work: Path) -> dict:
     setup_s = time.perf_counter() - t0
     L.seed_everything(args.seed, verbose=False)
     device = torch.device(args.device)
-    module = build_module(config, datamodule).to(device)
+    module = runner.build_module(config, datamodule).to(device)
     module.train()
     batch = datamodule.batch.to(device)
     optimizer = first_optimizer(module.configure_optimizers())

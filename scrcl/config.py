@@ -81,9 +81,7 @@ def generic_config(task: str) -> dict:
 
 # Where our generic defaults depart from the reference implementation in keys a published per-dataset YAML
 # does not state, a paper dataset gets the reference's value: its settings are the authors' published ones.
-# Per task. Spatial slices take generic_st.yaml's optimiser: decoupled weight decay (AdamW) is how this
-# implementation applies the published decay, because the reference's Adam + L2 empties the weights of
-# every layer at about lr per step and destabilises training (configs/generic_st.yaml, optimizer line).
+# Per task: spatial slices take generic_st.yaml's optimiser (AdamW; see its comment).
 PUBLISHED_BASE = {
     "sc": {
         "optimizer": "adam",  # the reference's Adam with L2 weight decay (generic_sc.yaml: adamw)

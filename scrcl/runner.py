@@ -161,6 +161,19 @@ def _loggers(config: dict, run_dir: Path, seed: int, resume_epoch: int | None = 
     return loggers
 
 
+def build_module(config: dict, datamodule):
+    """The LightningModule of a resolved config for a set-up DataModule (every run, benchmark and analysis)."""
+    from scrcl.module import ScRCLModule
+
+    return ScRCLModule(
+        n_cells=datamodule.n_cells, n_genes=datamodule.n_genes, n_clusters=datamodule.n_clusters,
+        hidden_dim=config["hidden_dim"], gene_dim=config.get("gene_dim"), dropout=config["dropout"],
+        alpha=config["alpha"], beta=config["beta"], tau=config["tau"], hea_weight=config["hea_weight"],
+        loss_impl=config["loss_impl"], lr=config["lr"], weight_decay=config["weight_decay"],
+        optimizer=config.get("optimizer", "adam"), views=config.get("views", "both"), refine=config.get("refine", True),
+    )
+
+
 def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume: bool = False) -> dict:
     """Train one model with one seed; returns the final result (scores, embedding, predictions)."""
     import lightning as L
@@ -168,29 +181,11 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from scrcl.callbacks import ClusteringEvaluator, TrainClock
-    from scrcl.module import ScRCLModule
 
     quiet_libraries()
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule.setup("fit")
-    module = ScRCLModule(
-        n_cells=datamodule.n_cells,
-        n_genes=datamodule.n_genes,
-        n_clusters=datamodule.n_clusters,
-        hidden_dim=config["hidden_dim"],
-        gene_dim=config.get("gene_dim"),
-        dropout=config["dropout"],
-        alpha=config["alpha"],
-        beta=config["beta"],
-        tau=config["tau"],
-        hea_weight=config["hea_weight"],
-        loss_impl=config["loss_impl"],
-        lr=config["lr"],
-        weight_decay=config["weight_decay"],
-        optimizer=config.get("optimizer", "adam"),
-        views=config.get("views", "both"),
-        refine=config.get("refine", True),
-    )
+    module = build_module(config, datamodule)
     evaluator = ClusteringEvaluator(
         datamodule.batch,
         datamodule.n_clusters,

@@ -113,16 +113,27 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
 
 
 # -- baselines ------------------------------------------------------------------------------------
+# Part of each cached baseline's key: a cache written by an older version is recomputed.
+# 2: PCA and the neighbour graph on one BLAS/OpenMP thread (before, the figures moved with the thread count).
+BASELINE_VERSION = 2
+
+
 def leiden_with_k(x, n_clusters: int, seed: int, max_steps: int = 40) -> dict:
     """scanpy Leiden on the 15-NN graph of PCA(30) of ``x`` (N, h), its resolution bisected until it
     gives ``n_clusters`` clusters (else the closest count found). Label-free: only the count is used.
-    Returns {'pred', 'resolution', 'n_found'}."""
+    Returns {'pred', 'resolution', 'n_found'}.
+
+    PCA and the neighbour graph run on one BLAS/OpenMP thread: with two threads the summation order
+    changes the last bits of the PCs, the graph's ties and then the partition, and the figure
+    depended on how many threads the calling process had."""
     import anndata as ad
     import scanpy as sc
+    from threadpoolctl import threadpool_limits
 
     adata = ad.AnnData(np.asarray(x, dtype=np.float32))
-    sc.pp.pca(adata, n_comps=min(30, min(adata.shape) - 1), random_state=seed)
-    sc.pp.neighbors(adata, n_neighbors=15, random_state=seed)
+    with threadpool_limits(limits=1):
+        sc.pp.pca(adata, n_comps=min(30, min(adata.shape) - 1), random_state=seed)
+        sc.pp.neighbors(adata, n_neighbors=15, random_state=seed)
 
     def cluster(resolution: float) -> np.ndarray:
         sc.tl.leiden(adata, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
@@ -157,7 +168,8 @@ def baselines(datamodule, config: dict, seed: int, runs_dir: Path) -> dict:
     from scrcl.metrics import clustering_scores
     from scrcl.runner import write_json
 
-    params = {"input": config["input"], "hvg": config["hvg"], "n_clusters": datamodule.n_clusters, "n_cells": datamodule.n_cells}
+    params = {"input": config["input"], "hvg": config["hvg"], "n_clusters": datamodule.n_clusters, "n_cells": datamodule.n_cells,
+              "version": BASELINE_VERSION}
     path = runs_dir / config["dataset"] / f"baselines_seed{seed}.json"
     if path.exists():
         cached = json.loads(path.read_text())

@@ -30,14 +30,18 @@ SCORES = ("acc", "nmi", "ari", "f1")
 
 
 def pca_kmeans(lognorm, n_clusters: int, seed: int) -> np.ndarray:
+    """PCA(30) + seeded k-means; on one BLAS/OpenMP thread so that the figure does not depend on the
+    calling process's thread count (see ``leiden_with_k``)."""
     import scipy.sparse as sp
     from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
     from scrcl.clustering import kmeans
 
     x = lognorm.toarray() if sp.issparse(lognorm) else np.asarray(lognorm)
-    pcs = PCA(n_components=min(30, min(x.shape) - 1), random_state=seed).fit_transform(x)
-    return kmeans(pcs.astype(np.float32), n_clusters, seed=seed)
+    with threadpool_limits(limits=1):
+        pcs = PCA(n_components=min(30, min(x.shape) - 1), random_state=seed).fit_transform(x)
+        return kmeans(pcs.astype(np.float32), n_clusters, seed=seed)
 
 
 def mean_std(rows: list[dict], key: str) -> str:

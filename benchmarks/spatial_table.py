@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.paper_table import leiden_with_k, local_datasets, machine, method_rows, parse_seeds_for, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
+from benchmarks.paper_table import BASELINE_VERSION, leiden_with_k, local_datasets, machine, method_rows, parse_seeds_for, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
 from benchmarks.quality import parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
@@ -99,7 +99,7 @@ def baselines(datamodule, config: dict, seed: int, path: Path) -> dict:
     from scrcl.runner import write_json
 
     params = {"input": config["input"], "hvg": config["hvg"], "n_clusters": datamodule.n_clusters,
-              "n_cells": datamodule.n_cells, "radius": config["radius"]}
+              "n_cells": datamodule.n_cells, "radius": config["radius"], "version": BASELINE_VERSION}
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("params") == params:

@@ -166,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     dataset = launcher.dataset_label(probe.args)
     out_dir = Path(args.output or Path("runs") / "ablations" / f"{file.stem}-{dataset}").resolve()
     trials = build_trials(variants, args.dataset, seeds, extras, out_dir)
-    command = "python -m scrcl.ablate " + shlex.join(argv)
+    command = "python -m scrcl.ablate " + shlex.join(a for a in argv if a != "--report")  # the command that runs the batch
     print(f"ablations {file} on {dataset}: {len(variants)} variants × {len(seeds)} seeds in {out_dir}")
-    outcome = launcher.run_trials(trials, out_dir, slots, group=out_dir.name, dry_run=args.dry_run,
+    outcome = launcher.run_trials(trials, out_dir, slots, group=out_dir.name, dry_run=args.dry_run, report_only=args.report,
                                   keep_checkpoints=args.keep_checkpoints)
     if args.dry_run:
         return 0
-    launcher.report(outcome)
+    if not args.report:
+        launcher.report(outcome)
     rows = results_rows(variants, trials)
     text = write_results(rows, out_dir, dataset=dataset, seeds=seeds, file=file, command=command, outcome=outcome)
     print(text, end="")

@@ -310,12 +310,19 @@ def _prepare(trial: Trial, state: str) -> None:
 
 
 def run_trials(trials: Sequence[Trial], out_dir: Path, slots: Sequence[Slot], *, group: str, project: str | None = None,
-               dry_run: bool = False, keep_checkpoints: bool = False, log=print,
+               dry_run: bool = False, report_only: bool = False, keep_checkpoints: bool = False, log=print,
                execute_fn: Callable[[list[str], dict, Path], int] | None = None) -> Outcome:
-    """Run the trials not finished yet on ``slots``; ``--dry-run`` prints their commands and runs nothing."""
+    """Run the trials not finished yet on ``slots``; ``--dry-run`` prints their commands and runs nothing;
+    ``--report`` (``report_only``) runs nothing either and leaves the caller to tabulate the finished ones."""
     states = plan(trials)
     outcome = Outcome(skipped=[t for t, s in states if s == "done"])
     todo = [(t, s) for t, s in states if s != "done"]
+    if report_only:
+        if not outcome.skipped:
+            raise UserError(f"--report: no trial has finished in {out_dir} yet; run the same command without --report")
+        log(f"--report: {len(outcome.skipped)} of {len(trials)} trials finished; the table leaves out the other "
+            f"{len(todo)} and nothing runs")
+        return outcome
     log(f"{len(trials)} trials: {len(outcome.skipped)} finished before (skipped), {len(todo)} to run on "
         f"{', '.join(s.label for s in slots)}")
     if dry_run:
@@ -429,6 +436,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="N trials at a time on the CPU (no GPU visible to them)")
     parser.add_argument("--output", default=None, help="directory of the batch: one run directory per trial, logs/, tables")
     parser.add_argument("--dry-run", action="store_true", help="print the trial command lines and run nothing")
+    parser.add_argument("--report", action="store_true",
+                        help="write the table from the trials finished so far and run nothing (e.g. while the batch runs)")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished trial's checkpoints")
 
 

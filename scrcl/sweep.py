@@ -412,13 +412,14 @@ def main(argv: list[str] | None = None) -> int:
     dataset = launcher.dataset_label(probe.args)
     out_dir = Path(args.output or Path("runs") / "sweeps" / f"{file.stem}-{dataset}").resolve()
     trials = build_trials(sweep, settings, extras, out_dir)
-    command = "python -m scrcl.sweep " + shlex.join(argv)
+    command = "python -m scrcl.sweep " + shlex.join(a for a in argv if a != "--report")  # the command that runs the batch
     print(f"sweep {file} on {dataset}: {len(trials)} trials in {out_dir}")
     outcome = launcher.run_trials(trials, out_dir, slots, group=out_dir.name, project=sweep.get("project"),
-                                  dry_run=args.dry_run, keep_checkpoints=args.keep_checkpoints)
+                                  dry_run=args.dry_run, report_only=args.report, keep_checkpoints=args.keep_checkpoints)
     if args.dry_run:
         return 0
-    launcher.report(outcome)
+    if not args.report:
+        launcher.report(outcome)
     text, figure = write_results(trials, sweep, file=file, dataset=dataset, out_dir=out_dir, command=command, outcome=outcome)
     print(text, end="")
     print(f"written: {out_dir / 'sweep.md'}, {out_dir / 'sweep.csv'}" + (f", {figure}" if figure else " (no figure: "

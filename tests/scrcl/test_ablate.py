@@ -90,6 +90,23 @@ def test_main_runs_the_grid_and_resumes(tmp_path, monkeypatch, capsys):
     assert "| mlp_only | views=mlp | 2/2 |" in (tmp_path / "ablation.md").read_text()
 
 
+def test_report_writes_the_table_of_finished_trials_and_nothing_without_any(tmp_path, monkeypatch, capsys):
+    proc = cli("--dataset", "pbmc68k", "--seeds", "5", "--output", tmp_path / "none", "--report")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: --report: no trial has finished in {tmp_path / 'none'} yet; run the same command without --report"]
+    assert not (tmp_path / "none").exists()
+    args = ["--dataset", "pbmc68k", "--seeds", "5,15", "--output", str(tmp_path), "--epochs", "2"]
+    monkeypatch.setattr(launcher, "execute", fake_train())
+    assert ablate.main([*args, "--variants", "full,no_hea"]) == 0
+    monkeypatch.setattr(launcher, "execute", lambda cmd, env, log_path: pytest.fail(f"--report ran {cmd}"))
+    capsys.readouterr()
+    assert ablate.main([*args, "--report"]) == 0
+    assert "--report: 4 of 16 trials finished" in capsys.readouterr().out
+    table = (tmp_path / "ablation.md").read_text()
+    assert "trials finished: 4 of 16" in table and "| no_hea | hea_weight=0 | 2/2 |" in table
+    assert "| no_ndc | alpha=0 | 0/2 | – |" in table and "--report" not in table
+
+
 def test_dry_run_prints_every_command_and_runs_nothing(tmp_path):
     out = tmp_path / "abl"
     proc = cli("--dataset", "pbmc10x", "--seeds", "5,15", "--gpus", "0,1,2,3", "--dry-run", "--epochs", "100", "--output", out)

@@ -316,6 +316,24 @@ def test_one_failed_trial_is_reported_and_the_exit_status_says_so(tmp_path, monk
     assert "1 ran, 5 skipped (finished before), 0 failed" in capsys.readouterr().out
 
 
+def test_report_tabulates_the_finished_trials_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(launcher, "execute", fake_train(fail={"k=10", "k=15"}))
+    args = [str(SWEEPS / "k.yaml"), "--epochs", "2", "--workers", "2", "--output", str(tmp_path)]
+    assert sweep.main(args) == 1
+    capsys.readouterr()
+    (tmp_path / "sweep.md").unlink()
+
+    def must_not_run(cmd, env, log_path):
+        raise AssertionError(f"--report ran a trial: {cmd}")
+
+    monkeypatch.setattr(launcher, "execute", must_not_run)
+    assert sweep.main([*args, "--report"]) == 0
+    out = capsys.readouterr().out
+    assert "--report: 4 of 6 trials finished; the table leaves out the other 2 and nothing runs" in out
+    table = (tmp_path / "sweep.md").read_text()
+    assert "| 10 | 0/1 | – | – |" in table and "| 5 | 1/1 |" in table and "--report" not in table
+
+
 # -- the real thing -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_hvg_sweep_end_to_end_and_a_second_call_runs_nothing(tmp_path, data_dir):

@@ -123,7 +123,10 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
         "|" + "---|" * len(head),
     ]
     for r in rows:
-        cells = [r["variant"], change_text(r["spec"]["set"]), f"{len(r['metrics'])}/{r['trials']}"]
+        runs = f"{len(r['metrics'])}/{r['trials']}"
+        if 0 < len(r["metrics"]) < r["trials"]:  # a partial row says which seeds its mean is over
+            runs += " (seed " + ", ".join(str(m.get("seed", "?")) for m in r["metrics"]) + ")"
+        cells = [r["variant"], change_text(r["spec"]["set"]), runs]
         lines.append(launcher.markdown_row(cells + [launcher.mean_std_text(r["scores"], k) for k in launcher.SCORES]))
     lines += ["", "Variants:", ""] + [f"- `{r['variant']}`: {r['spec']['description']}" for r in rows]
     return "\n".join(lines) + "\n"

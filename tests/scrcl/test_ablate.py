@@ -83,7 +83,7 @@ def test_main_runs_the_grid_and_resumes(tmp_path, monkeypatch, capsys):
     assert ablate.main(args) == 1
     out = capsys.readouterr().out
     assert "15 ran, 0 skipped (finished before), 1 failed" in out and "failed: mlp_only-seed15 (exit 1)" in out
-    assert "| mlp_only | views=mlp | 1/2 |" in (tmp_path / "ablation.md").read_text()
+    assert "| mlp_only | views=mlp | 1/2 (seed 5) |" in (tmp_path / "ablation.md").read_text()
     monkeypatch.setattr(launcher, "execute", fake_train())
     assert ablate.main(args) == 0
     assert "1 ran, 15 skipped (finished before), 0 failed" in capsys.readouterr().out

@@ -289,6 +289,7 @@ class Outcome:
     skipped: list = field(default_factory=list)
     ran: list = field(default_factory=list)
     failed: list = field(default_factory=list)  # (trial, exit status, log path)
+    left_alone: list = field(default_factory=list)  # finished or running in another launcher since the plan
 
     @property
     def ok(self) -> bool:
@@ -347,13 +348,66 @@ def run_trials(trials: Sequence[Trial], out_dir: Path, slots: Sequence[Slot], *,
                        keep_checkpoints=keep_checkpoints, execute_fn=execute_fn or execute)
 
     for trial, status, log_path in run_pool(todo, slots, work):
-        (outcome.ran.append(trial) if status == 0 else outcome.failed.append((trial, status, log_path)))
+        if status == LEFT_ALONE:
+            outcome.left_alone.append(trial)
+        elif status == 0:
+            outcome.ran.append(trial)
+        else:
+            outcome.failed.append((trial, status, log_path))
     return outcome
+
+
+# run_one's status for a trial it left alone: finished or being run by another launcher since the plan.
+LEFT_ALONE = -1
+
+
+def _claim(lock_path: Path) -> bool:
+    """Take a trial's lock file (holding this process's id); False while a live process holds it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock_path.read_text().strip() or 0)
+                os.kill(pid, 0)  # raises if no such process
+                return False
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock_path.unlink(missing_ok=True)  # stale: its launcher died
+                continue
+            except PermissionError:  # a live process of another user
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
 
 
 def run_one(trial: Trial, state: str, slot: Slot, env: dict, log_path: Path, *, tag: str, say, keep_checkpoints: bool,
             execute_fn: Callable[[list[str], dict, Path], int]) -> tuple[Trial, int, Path]:
-    """One trial in its slot; success means exit status 0 *and* a metrics.json. Returns (trial, status, log)."""
+    """One trial in its slot; success means exit status 0 *and* a metrics.json. Returns (trial, status, log).
+
+    Two launchers may share a batch directory (two machines, or a second command started while the
+    first runs): a trial is locked while it runs, and its state is read again just before it starts,
+    so a trial finished or started elsewhere since the plan is left alone (status LEFT_ALONE), never
+    cleared and run twice."""
+    lock_path = log_path.parent / f"{trial.name}.lock"
+    if not _claim(lock_path):
+        say(f"{tag}: another launcher is running it ({lock_path}); left alone")
+        return trial, LEFT_ALONE, log_path
+    try:
+        state = trial_state(trial, trial_config(trial.args))
+        if state == "done":
+            say(f"{tag}: finished meanwhile by another launcher; left alone")
+            return trial, LEFT_ALONE, log_path
+        return _run_claimed(trial, state, slot, env, log_path, tag=tag, say=say, keep_checkpoints=keep_checkpoints,
+                            execute_fn=execute_fn)
+    finally:
+        lock_path.unlink(missing_ok=True)
+
+
+def _run_claimed(trial: Trial, state: str, slot: Slot, env: dict, log_path: Path, *, tag: str, say,
+                 keep_checkpoints: bool, execute_fn: Callable[[list[str], dict, Path], int]) -> tuple[Trial, int, Path]:
     say(f"{tag}: {'resuming' if state == 'resume' else 'started'} on {slot.label}")
     t0 = time.perf_counter()
     try:
@@ -376,7 +430,8 @@ def report(outcome: Outcome, log=print) -> None:
     """One closing line per failed trial, then the count."""
     for trial, status, log_path in outcome.failed:
         log(f"failed: {trial.name} (exit {status}); log {log_path}")
-    log(f"{len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished before), {len(outcome.failed)} failed")
+    log(f"{len(outcome.ran)} ran, {len(outcome.skipped)} skipped (finished before), {len(outcome.failed)} failed"
+        + (f", {len(outcome.left_alone)} left to another launcher" if outcome.left_alone else ""))
 
 
 # -- results --------------------------------------------------------------------------------------

@@ -287,6 +287,44 @@ def test_finished_trials_are_skipped_and_other_settings_refused(tmp_path):
     assert len(calls) == 3
 
 
+def test_a_trial_finished_by_another_launcher_after_the_plan_is_left_alone(tmp_path):
+    """Two launchers on one batch: the first plans k=5 and k=10 as new; while it runs k=5, a second
+    launcher finishes k=10. The first must neither clear k=10's run directory nor run it again."""
+    spec = sweep.load_sweep(SWEEPS / "k.yaml")
+    trials = sweep.build_trials(spec, sweep.expand(spec)[:2], [], tmp_path)
+    other = fake_train()
+    calls = []
+
+    def execute(cmd, env, log_path):
+        calls.append(launcher.trial_config(cmd[2:])["run_name"])
+        if len(calls) == 1:  # meanwhile, elsewhere
+            other([sys.executable, "train.py", *trials[1].args], env, log_path.parent / "other.log")
+        return fake_train()(cmd, env, log_path)
+
+    outcome = launcher.run_trials(trials, tmp_path, [launcher.Slot("test")], group="g", log=lambda _: None, execute_fn=execute)
+    assert calls == [trials[0].name] and outcome.ok
+    assert outcome.ran == [trials[0]] and outcome.left_alone == [trials[1]]
+    assert (trials[1].run_dir / "metrics.json").exists()
+
+
+def test_a_trial_locked_by_a_live_launcher_is_left_alone_and_a_stale_lock_is_taken(tmp_path):
+    spec = sweep.load_sweep(SWEEPS / "k.yaml")
+    trials = sweep.build_trials(spec, sweep.expand(spec)[:2], [], tmp_path)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / f"{trials[0].name}.lock").write_text(str(os.getpid()))  # alive: this process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "logs" / f"{trials[1].name}.lock").write_text(dead.stdout.strip())  # its process has exited
+    lines = []
+    outcome = launcher.run_trials(trials, tmp_path, [launcher.Slot("test")], group="g", log=lines.append,
+                                  execute_fn=fake_train())
+    assert outcome.left_alone == [trials[0]] and outcome.ran == [trials[1]]
+    assert not (trials[0].run_dir / "metrics.json").exists() and (trials[1].run_dir / "metrics.json").exists()
+    assert any("another launcher is running it" in line for line in lines)
+    assert not (tmp_path / "logs" / f"{trials[1].name}.lock").exists()  # released when the trial ended
+    launcher.report(outcome, log=lines.append)
+    assert lines[-1] == "1 ran, 0 skipped (finished before), 0 failed, 1 left to another launcher"
+
+
 def test_a_trial_left_half_way_resumes_from_its_checkpoint(tmp_path):
     trials = k_trials(tmp_path, n=2)
     config = launcher.trial_config(trials[0].args)

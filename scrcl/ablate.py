@@ -11,7 +11,6 @@ ACC/NMI/ARI/F1 per variant (never the oracle_* figures). Labels only score the f
 from __future__ import annotations
 
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = launcher.dataset_label(probe.args)
     out_dir = Path(args.output or Path("runs") / "ablations" / f"{file.stem}-{dataset}").resolve()
     trials = build_trials(variants, args.dataset, seeds, extras, out_dir)
-    command = "python -m scrcl.ablate " + shlex.join(a for a in argv if a != "--report")  # the command that runs the batch
+    command = launcher.batch_command("scrcl.ablate", argv)
     print(f"ablations {file} on {dataset}: {len(variants)} variants × {len(seeds)} seeds in {out_dir}")
     outcome = launcher.run_trials(trials, out_dir, slots, group=out_dir.name, dry_run=args.dry_run, report_only=args.report,
                                   keep_checkpoints=args.keep_checkpoints)

@@ -496,6 +496,11 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished trial's checkpoints")
 
 
+def batch_command(module: str, argv: Sequence[str]) -> str:
+    """The command line that runs the batch, as tables show it: ``--report`` (which runs nothing) left out."""
+    return f"python -m {module} " + shlex.join(a for a in argv if a != "--report")
+
+
 def entry_point(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a launcher's ``main``: a UserError is one line on stderr and exit 2; Ctrl-C stops the trials."""
     try:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -412,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = launcher.dataset_label(probe.args)
     out_dir = Path(args.output or Path("runs") / "sweeps" / f"{file.stem}-{dataset}").resolve()
     trials = build_trials(sweep, settings, extras, out_dir)
-    command = "python -m scrcl.sweep " + shlex.join(a for a in argv if a != "--report")  # the command that runs the batch
+    command = launcher.batch_command("scrcl.sweep", argv)
     print(f"sweep {file} on {dataset}: {len(trials)} trials in {out_dir}")
     outcome = launcher.run_trials(trials, out_dir, slots, group=out_dir.name, project=sweep.get("project"),
                                   dry_run=args.dry_run, report_only=args.report, keep_checkpoints=args.keep_checkpoints)

@@ -8,6 +8,7 @@ for comparing with the paper's protocol, never the result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -19,11 +20,23 @@ from scrcl.metrics import clustering_scores
 SCORES = ("acc", "nmi", "ari", "f1")
 
 
+def evaluation_line(record: dict, max_epochs: int) -> str:
+    """``epoch 200/500: loss 1.3912; ACC 0.7968 NMI 0.7600 ARI 0.7311 F1 0.6929; k-means 5.6 s`` (scores when labelled)."""
+    parts = [f"epoch {record['epoch']}/{max_epochs}:"]
+    if "loss" in record:
+        parts.append(f"loss {record['loss']:.4f};")
+    scores = " ".join(f"{key.upper()} {record[key]:.4f}" for key in ("acc", "nmi", "ari", "f1") if key in record)
+    if scores:
+        parts.append(scores + ";")
+    parts.append(f"k-means {record['kmeans_s']:.1f} s")
+    return " ".join(parts)
+
+
 class ClusteringEvaluator(L.Callback):
     """Every ``every`` epochs and after the last one: embed, k-means, score, log; UMAP now and then."""
 
     def __init__(self, batch, n_clusters: int, seed: int, every: int, run_dir: Path | None = None, umap_every: int = 5,
-                 radius: int = 0, label_names: list[str] | None = None):
+                 radius: int = 0, label_names: list[str] | None = None, echo: Callable[[str], None] | None = None):
         self.batch = batch
         self.n_clusters = n_clusters
         self.seed = seed
@@ -32,6 +45,7 @@ class ClusteringEvaluator(L.Callback):
         self.umap_every = umap_every
         self.radius = radius
         self.label_names = label_names
+        self.echo = echo  # called with one line per evaluation (epoch, loss, scores), e.g. when no progress bar shows
         self.history: list[dict] = []
         self._on_device = None
         self.final: dict | None = None
@@ -75,6 +89,8 @@ class ClusteringEvaluator(L.Callback):
             self.history.append(record)
         if scores:
             pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, batch_size=1)
+        if self.echo is not None:
+            self.echo(evaluation_line(record, trainer.max_epochs))
         n_evals = len(self.history)
         if final or (self.umap_every > 0 and n_evals % self.umap_every == 0):
             self._plot(trainer, result, epoch, final)

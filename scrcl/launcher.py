@@ -169,10 +169,11 @@ def trial_state(trial: Trial, expected: dict) -> str:
 
 
 def trial_command(trial: Trial, state: str) -> list[str]:
-    """The train.py command line of a trial: a fresh run, or ``--resume`` of one left half-way."""
+    """The train.py command line of a trial: a fresh run, or ``--resume`` of one left half-way. Both without
+    the progress bar (its redraws would fill the trial's log): train.py prints a line per evaluation instead."""
     if state == "resume":
         return [sys.executable, str(TRAIN_PY), "--resume", str(trial.run_dir), "--no-progress"]
-    return [sys.executable, str(TRAIN_PY), *trial.args]
+    return [sys.executable, str(TRAIN_PY), *trial.args, "--no-progress"]
 
 
 # -- where trials run -----------------------------------------------------------------------------

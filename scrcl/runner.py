@@ -195,6 +195,8 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         umap_every=config.get("umap_every", 5) if run_dir is not None else 0,
         radius=config.get("radius", 0) if datamodule.task == "st" else 0,
         label_names=datamodule.label_names,
+        # no progress bar (e.g. a launcher's trial writing to a log file): one line per evaluation instead
+        echo=(lambda line: print(line, flush=True)) if run_dir is not None and not config.get("progress", True) else None,
     )
     clock = TrainClock()
     callbacks = [evaluator, clock]

@@ -45,6 +45,11 @@ def test_every_method_and_run_flag(tmp_path, data_dir):
                 "--views", "both", "--gene-graph", "knn", "--radius", "0", "--task", "sc", *FAST], tmp_path)
     assert LINE.match(last_line(proc)), proc.stdout
     assert "cell graph" in proc.stdout + proc.stderr and "(k=10, on PCA-20)" in proc.stdout + proc.stderr
+    # --no-progress: one line per evaluation instead of the bar (what a launcher's log shows)
+    evals = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in evals] == ["epoch 1/2", "epoch 2/2"], proc.stdout
+    assert all(re.search(r"loss \d+\.\d{4}; ACC [01]\.\d{4} NMI [01]\.\d{4} ARI -?[01]\.\d{4} F1 [01]\.\d{4}; k-means", line)
+               for line in evals), evals
     run_dir = out / "r1"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     expected = {"dataset": "pbmc68k", "epochs": 2, "lr": 1e-3, "weight_decay": 0.01, "dropout": 0.1, "hvg": 300, "k": 10,

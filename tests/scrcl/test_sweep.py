@@ -336,6 +336,7 @@ def test_a_trial_left_half_way_resumes_from_its_checkpoint(tmp_path):
     states = launcher.plan(trials)
     assert [s for _, s in states] == ["resume", "new"]
     assert launcher.trial_command(trials[0], "resume")[2:] == ["--resume", str(trials[0].run_dir), "--no-progress"]
+    assert launcher.trial_command(trials[1], "new")[2:] == [*trials[1].args, "--no-progress"]
 
 
 def test_one_failed_trial_is_reported_and_the_exit_status_says_so(tmp_path, monkeypatch, capsys):

@@ -79,3 +79,11 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     assert (first / "config.yaml").read_text() == "seed: 5\n" and not any(second.iterdir())
     # a name the user chose is used as it is
     assert runner.claim_run_dir(tmp_path / "mine", named=True) == tmp_path / "mine"
+
+
+def test_evaluation_line_with_and_without_labels():
+    from scrcl.callbacks import evaluation_line
+
+    labelled = {"epoch": 200, "acc": 0.79676, "nmi": 0.76, "ari": 0.731149, "f1": 0.69293, "kmeans_s": 5.64, "loss": 1.39124}
+    assert evaluation_line(labelled, 500) == "epoch 200/500: loss 1.3912; ACC 0.7968 NMI 0.7600 ARI 0.7311 F1 0.6929; k-means 5.6 s"
+    assert evaluation_line({"epoch": 3, "kmeans_s": 0.04}, 10) == "epoch 3/10: k-means 0.0 s"

@@ -8,7 +8,8 @@ For each finished, labelled run directory: every annotated type's size; how many
 cell graph that leave its cells stay inside the type (its homophily), and which other type takes most of the
 rest; and the fraction of its cells that land in the cluster matched to it (best one-to-one matching,
 Hungarian, as ACC uses) for scRCL's final clustering and for PCA(30) + k-means with the true k on the same
-preprocessed input, seeded with the run's seed. A type whose cells the graph joins to another type is where
+preprocessed input, seeded with the run's seed (a spatial run with ``radius`` > 0: both after the same
+majority vote over nearby spots). A type whose cells the graph joins to another type is where
 the graph-trained views (CVC asks graph neighbours to coincide) can merge what PCA on the expression keeps
 apart. The table scores a finished run; nothing here chooses a setting.
 """
@@ -72,6 +73,11 @@ def run_rows(run_dir: Path, data_dir: str | None) -> dict:
     pred = np.asarray(run.result.obs[CLUSTER]).astype(str)
     pred = np.unique(pred, return_inverse=True)[1]
     baseline = pca_kmeans(batch.x.numpy(), run.datamodule.n_clusters, seed=run.seed)
+    radius = int(run.config.get("radius") or 0) if run.datamodule.task == "st" else 0
+    if radius > 0 and getattr(batch, "coords", None) is not None:  # scrcl_cluster is the voted one: vote the baseline too
+        from scrcl.clustering import refine_spatial
+
+        baseline = refine_spatial(baseline, batch.coords.numpy(), radius)
     mix = edge_mix(run.datamodule.prepared.obsp["cell_graph"], y, len(names))
     annotated = y >= 0  # cells without a label score nothing
     y, pred, baseline = y[annotated], pred[annotated], baseline[annotated]
@@ -86,7 +92,7 @@ def run_rows(run_dir: Path, data_dir: str | None) -> dict:
                      "scrcl": float(ours[t]), "pca_kmeans": float(theirs[t])})
     rows.sort(key=lambda r: -r["cells"])  # largest type first
     return {"run_dir": str(run_dir), "dataset": run.config.get("dataset") or run.config.get("data"), "seed": run.seed,
-            "k": run.config.get("k"), "graph_pcs": run.config.get("graph_pcs"), "rows": rows,
+            "k": run.config.get("k"), "graph_pcs": run.config.get("graph_pcs"), "radius": radius, "rows": rows,
             "scrcl": clustering_scores(y, pred), "baseline": clustering_scores(y, baseline)}
 
 
@@ -105,6 +111,8 @@ def render(runs: list[dict], *, command: str, started: str, seconds: float) -> s
     for run in runs:
         s, b = run["scrcl"], run["baseline"]
         graph = "HVGs" if run["graph_pcs"] in (None, 0) else f"PCA-{run['graph_pcs']}"
+        if run["radius"]:
+            graph = f"spatial coordinates; both clusterings refined by the vote over {run['radius']} nearest spots"
         lines += [f"## {run['dataset']}, seed {run['seed']} (`{run['run_dir']}`)", "",
                   f"Cell graph: {run['k']}-NN on {graph}. ARI / NMI: scRCL {s['ari']:.3f} / {s['nmi']:.3f}; "
                   f"PCA + k-means {b['ari']:.3f} / {b['nmi']:.3f}.", "",

@@ -58,3 +58,36 @@ def test_table_of_a_finished_run_matches_its_metrics(tmp_path, data_dir):
     text = table.read_text()
     assert f"ARI / NMI: scRCL {ari:.3f}" in text
     assert text.count("\n| ") == 1 + 11  # header + one row per pollen type
+
+
+def test_a_spatial_runs_baseline_gets_the_same_spot_vote(monkeypatch):
+    """radius > 0 on a spatial run: PCA + k-means is refined by the vote before it is scored, as scrcl_cluster is."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import torch
+
+    from benchmarks.quality import pca_kmeans
+    from scrcl import analyses
+    from scrcl.clustering import refine_spatial
+    from scrcl.metrics import clustering_scores
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.repeat([0, 1, 2], n // 3)
+    x = (rng.normal(size=(n, 40)) + 0.3 * y[:, None]).astype(np.float32)  # k-means errs; the vote mends part
+    coords = np.c_[np.arange(n) % 10, np.arange(n) // 10].astype(np.float32)
+    batch = SimpleNamespace(x=torch.from_numpy(x), y=torch.from_numpy(y), coords=torch.from_numpy(coords))
+    graph = sp.csr_matrix(np.eye(n, k=1) + np.eye(n, k=-1))
+    datamodule = SimpleNamespace(batch=batch, label_names=["L1", "L2", "WM"], n_clusters=3, task="st",
+                                 prepared=SimpleNamespace(obsp={"cell_graph": graph}))
+    result = SimpleNamespace(obs=pd.DataFrame({analyses.CLUSTER: y.astype(str)}))
+    run = SimpleNamespace(result=result, config={"dataset": "fake", "radius": 4, "k": 2}, datamodule=datamodule, seed=5)
+    monkeypatch.setattr(analyses, "load_run", lambda run_dir, data_dir=None: run)
+    out = per_type.run_rows(Path("fake"), None)
+    raw = pca_kmeans(x, 3, seed=5)
+    voted = refine_spatial(raw, coords, 4)
+    assert (voted != raw).any()  # else this test could not tell the two apart
+    assert out["radius"] == 4 and out["baseline"] == clustering_scores(y, voted)
+    run.config["radius"] = 0
+    assert per_type.run_rows(Path("fake"), None)["baseline"] == clustering_scores(y, raw)

@@ -16,6 +16,7 @@ import numpy as np
 
 from scrcl.clustering import kmeans, refine_spatial
 from scrcl.metrics import clustering_scores
+from scrcl.runner import final_line
 
 SCORES = ("acc", "nmi", "ari", "f1")
 
@@ -25,9 +26,8 @@ def evaluation_line(record: dict, max_epochs: int) -> str:
     parts = [f"epoch {record['epoch']}/{max_epochs}:"]
     if "loss" in record:
         parts.append(f"loss {record['loss']:.4f};")
-    scores = " ".join(f"{key.upper()} {record[key]:.4f}" for key in ("acc", "nmi", "ari", "f1") if key in record)
-    if scores:
-        parts.append(scores + ";")
+    if "acc" in record:  # labelled: the scores as the run's last line writes them
+        parts.append(final_line(record) + ";")
     parts.append(f"k-means {record['kmeans_s']:.1f} s")
     return " ".join(parts)
 

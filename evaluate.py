@@ -126,6 +126,8 @@ def collect_runs(paths: list[Path]) -> list[dict]:
 
 def aggregate_table(runs: list[dict]) -> str:
     """Markdown: one row per dataset, mean ± std over its runs (final-epoch figures)."""
+    from scrcl.metrics import mean_std_text
+
     by_dataset: dict[str, list[dict]] = {}
     for run in runs:
         by_dataset.setdefault(run.get("dataset", "?"), []).append(run)
@@ -133,8 +135,7 @@ def aggregate_table(runs: list[dict]) -> str:
     for name, group in sorted(by_dataset.items()):
         cells = []
         for key in SCORES:
-            values = np.array([r[key] for r in group if key in r], dtype=float)
-            cells.append(f"{values.mean():.4f} ± {values.std():.4f}" if values.size else "–")
+            cells.append(mean_std_text(r[key] for r in group if key in r))
         lines.append(f"| {name} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

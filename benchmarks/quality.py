@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
+from scrcl.metrics import mean_std_text  # noqa: E402
 
 SCORES = ("acc", "nmi", "ari", "f1")
 
@@ -45,8 +46,7 @@ def pca_kmeans(lognorm, n_clusters: int, seed: int) -> np.ndarray:
 
 
 def mean_std(rows: list[dict], key: str) -> str:
-    values = np.array([r[key] for r in rows if key in r], dtype=float)
-    return f"{values.mean():.4f} ± {values.std():.4f}" if values.size else "–"
+    return mean_std_text(r[key] for r in rows if key in r)
 
 
 def parse_sets(items: list[str]) -> dict:

@@ -445,17 +445,18 @@ def read_metrics(trial: Trial) -> dict | None:
 
 
 def score_summary(metrics: Sequence[dict]) -> dict:
-    """Mean and population std of each final-epoch score (never the oracle_* keys) over ``metrics``."""
-    from scrcl.runner import summarise
+    """(mean, population std, values) of each final-epoch score over ``metrics`` (never the oracle_* keys)."""
+    import numpy as np
 
-    if not metrics:
-        return {}
-    summary = summarise(list(metrics))
-    return {k: (summary[k]["mean"], summary[k]["std"]) for k in SCORES if k in summary}
+    values = {k: [float(m[k]) for m in metrics if k in m] for k in SCORES}
+    return {k: (float(np.mean(v)), float(np.std(v)), v) for k, v in values.items() if v}
 
 
 def mean_std_text(summary: dict, key: str) -> str:
-    return f"{summary[key][0]:.4f} ± {summary[key][1]:.4f}" if key in summary else "–"
+    """The table cell of ``summary[key]`` (``scrcl.metrics.mean_std_text``: one run alone, ``–`` without any)."""
+    from scrcl.metrics import mean_std_text as text
+
+    return text(summary[key][2] if key in summary else ())
 
 
 def markdown_row(cells: Sequence) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-__all__ = ["match_clusters", "cluster_acc", "macro_f1", "clustering_scores"]
+__all__ = ["match_clusters", "cluster_acc", "macro_f1", "clustering_scores", "mean_std_text"]
 
 
 def _encode(y, name: str) -> tuple[list, np.ndarray]:
@@ -113,3 +113,16 @@ def clustering_scores(y_true, y_pred) -> dict[str, float]:
         "ari": float(adjusted_rand_score(t, p)),
         "f1": _macro_f1_codes(t, p, mapping, n_true),
     }
+
+
+def mean_std_text(values) -> str:
+    """A table cell for scores over seeds: ``mean ± std`` (population std, 4 decimals).
+
+    One value is shown alone (a std over one seed is not a zero spread, it is no spread measured);
+    no value gives ``–``."""
+    arr = np.asarray(list(values), dtype=float)
+    if arr.size == 0:
+        return "–"
+    if arr.size == 1:
+        return f"{arr[0]:.4f}"
+    return f"{arr.mean():.4f} ± {arr.std():.4f}"

@@ -163,3 +163,12 @@ def test_length_mismatch_and_empty_raise(fn):
         fn([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="empty"):
         fn([], [])
+
+
+def test_mean_std_text_shows_one_run_alone_and_nothing_as_a_dash():
+    from scrcl.metrics import mean_std_text
+
+    assert mean_std_text([0.5, 0.7]) == "0.6000 ± 0.1000"  # population std
+    assert mean_std_text([0.7, 0.7, 0.7]) == "0.7000 ± 0.0000"  # a measured zero spread stays
+    assert mean_std_text([0.73456]) == "0.7346"  # no spread measured: no "± 0.0000"
+    assert mean_std_text(v for v in []) == "–"

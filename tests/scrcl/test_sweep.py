@@ -146,7 +146,8 @@ def test_seeds_repeat_every_setting_and_pool_in_the_table(tmp_path):
     assert outcome.ok and len(outcome.ran) == 10
     rows = sweep.group_rows(trials)
     assert [r["values"] for r in rows] == [{"hvg": h} for h in (500, 1000, 1500, 2000, 3000)]
-    mean, std = rows[0]["scores"]["acc"]
+    mean, std, values = rows[0]["scores"]["acc"]
+    assert values == pytest.approx([0.05 + 0.005, 0.05 + 0.015])
     assert mean == pytest.approx(np.mean([0.05 + 0.005, 0.05 + 0.015])) and std == pytest.approx(0.005)
     text, figure = sweep.write_results(trials, spec, file=SWEEPS / "hvg.yaml", dataset="pbmc10x", out_dir=tmp_path,
                                        command="test", outcome=outcome)
@@ -165,7 +166,7 @@ def test_two_parameters_give_a_heatmap(tmp_path):
                                        command="test", outcome=outcome)
     assert figure is not None and figure.stat().st_size > 10_000
     assert text.count("\n| ") == 26  # header + 25 settings
-    assert "| 100 | 0.01 | 1/1 |" in text and "**0.7000 ± 0.0000**" in text
+    assert "| 100 | 0.01 | 1/1 |" in text and "**0.7000**" in text
 
 
 # -- dry run and the command line -----------------------------------------------------------------
@@ -386,7 +387,7 @@ def test_hvg_sweep_end_to_end_and_a_second_call_runs_nothing(tmp_path, data_dir)
     assert all(m["epoch"] == 2 for m in metrics.values())
     assert metrics[500]["n_genes"] == 500 and metrics[3000]["n_genes"] == 765  # pbmc68k has 765 genes
     table = (out / "sweep.md").read_text()
-    assert f"| 500 | 1/1 | 500 | {metrics[500]['acc']:.4f} ± 0.0000 |" in table
+    assert f"| 500 | 1/1 | 500 | {metrics[500]['acc']:.4f} |" in table
     assert (out / "sweep.png").stat().st_size > 10_000 and len((out / "sweep.csv").read_text().splitlines()) == 6
     stamps = {h: (out / f"hvg={h}" / "metrics.json").stat().st_mtime for h in metrics}
     second = cli(*args, timeout=300)

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from scrcl.errors import UserError
+from scrcl.metrics import SCORES
 
-SCORES = ("acc", "nmi", "ari", "f1")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -38,8 +38,8 @@ from benchmarks.quality import mean_std, parse_sets, pca_kmeans  # noqa: E402
 from scrcl.config import RUN_DEFAULTS, generic_config, parse_int_list, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
+from scrcl.metrics import SCORES  # noqa: E402
 
-SCORES = ("acc", "nmi", "ari", "f1")
 DEFAULT_SEEDS = "5,15,25,35,45"
 # Keys that change what a run computes; an existing run is reused only if all of them agree.
 RUN_METHOD_KEYS = ("refine", "views", "gene_graph", "graph_pcs", "eval_every", "n_clusters", "label_key")

@@ -25,9 +25,8 @@ sys.path.insert(0, str(ROOT))
 from scrcl.config import parse_int_list, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
-from scrcl.metrics import mean_std_text  # noqa: E402
+from scrcl.metrics import SCORES, mean_std_text  # noqa: E402
 
-SCORES = ("acc", "nmi", "ari", "f1")
 
 
 def pca_kmeans(lognorm, n_clusters: int, seed: int) -> np.ndarray:

@@ -15,10 +15,9 @@ import lightning as L
 import numpy as np
 
 from scrcl.clustering import kmeans, refine_spatial
-from scrcl.metrics import clustering_scores
+from scrcl.metrics import SCORES, clustering_scores
 from scrcl.runner import final_line
 
-SCORES = ("acc", "nmi", "ari", "f1")
 
 
 def evaluation_line(record: dict, max_epochs: int) -> str:

@@ -37,10 +37,10 @@ import yaml
 
 from scrcl.config import RUN_DEFAULTS, resolve_config
 from scrcl.errors import UserError, run_entry
+from scrcl.metrics import SCORES
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_PY = ROOT / "train.py"
-SCORES = ("acc", "nmi", "ari", "f1")
 DEFAULT_DATASET = "pbmc68k"  # train.py's own default when neither --dataset nor --data is given
 # train.py flags the launcher sets itself, per trial.
 RESERVED_FLAGS = ("--output", "--run-name", "--resume", "--seeds", "--list-datasets")

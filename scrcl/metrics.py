@@ -16,10 +16,14 @@ are never modified.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 
-__all__ = ["match_clusters", "cluster_acc", "macro_f1", "clustering_scores", "mean_std_text"]
+#: The scores every table and log reports, in this order (the keys of ``clustering_scores``).
+SCORES = ("acc", "nmi", "ari", "f1")
+
+__all__ = ["SCORES", "match_clusters", "cluster_acc", "macro_f1", "clustering_scores", "mean_std_text"]
+
+# scipy and scikit-learn are imported where they are used, so that the launchers and evaluate.py can take
+# SCORES and mean_std_text from here without loading them.
 
 
 def _encode(y, name: str) -> tuple[list, np.ndarray]:
@@ -48,6 +52,8 @@ def _prepare(y_true, y_pred):
 
 def _match_codes(t: np.ndarray, p: np.ndarray, n_true: int, n_pred: int):
     """Hungarian matching on codes: (pred code -> true code or -1, number of agreeing cells)."""
+    from scipy.optimize import linear_sum_assignment
+
     table = np.bincount(t * n_pred + p, minlength=n_true * n_pred).reshape(n_true, n_pred)
     rows, cols = linear_sum_assignment(table, maximize=True)
     mapping = np.full(n_pred, -1, dtype=np.int64)
@@ -58,6 +64,8 @@ def _match_codes(t: np.ndarray, p: np.ndarray, n_true: int, n_pred: int):
 
 
 def _macro_f1_codes(t: np.ndarray, p: np.ndarray, mapping: np.ndarray, n_true: int) -> float:
+    from sklearn.metrics import f1_score
+
     matched = mapping[p]
     matched[matched < 0] = n_true  # sentinel class, outside the true classes
     return float(
@@ -104,6 +112,8 @@ def macro_f1(y_true, y_pred) -> float:
 
 def clustering_scores(y_true, y_pred) -> dict[str, float]:
     """All four scores: ``acc``, ``nmi`` (arithmetic normalisation), ``ari`` and macro ``f1``."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     true_labels, t, pred_labels, p = _prepare(y_true, y_pred)
     n_true = len(true_labels)
     mapping, agree = _match_codes(t, p, n_true, len(pred_labels))

@@ -22,8 +22,8 @@ import yaml
 
 from scrcl.atomic import atomic_path, atomic_write_text
 from scrcl.errors import UserError
+from scrcl.metrics import SCORES
 
-SCORES = ("acc", "nmi", "ari", "f1")
 PACKAGES = ("torch", "lightning", "torch-geometric", "scanpy", "anndata", "scikit-learn", "numpy", "wandb")
 
 

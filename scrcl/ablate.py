@@ -104,9 +104,21 @@ def results_rows(variants: dict[str, dict], trials: list[launcher.Trial]) -> lis
     return rows
 
 
+def paired_difference(row: dict, full: dict | None, key: str = "ari") -> str:
+    """Mean over shared seeds of (``row``'s score − ``full``'s), as ``+0.012 (3 seeds)``; ``–`` if none shared."""
+    if full is None or row is full:
+        return "–"
+    base = {m.get("seed"): m[key] for m in full["metrics"] if key in m}
+    diffs = [m[key] - base[m.get("seed")] for m in row["metrics"] if key in m and m.get("seed") in base]
+    if not diffs:
+        return "–"
+    return f"{sum(diffs) / len(diffs):+.3f} ({len(diffs)} seed{'s' if len(diffs) > 1 else ''})"
+
+
 def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: Path, out_dir: Path, command: str,
                     outcome: launcher.Outcome) -> str:
-    head = ["variant", "change", "runs", *[k.upper() for k in launcher.SCORES]]
+    head = ["variant", "change", "runs", *[k.upper() for k in launcher.SCORES], "ARI by seed", "ARI − full, same seeds"]
+    full = next((r for r in rows if not r["spec"]["set"]), None)  # the variant that changes nothing
     finished = sum(len(r["metrics"]) for r in rows)
     epochs = sorted({m.get("epoch") for r in rows for m in r["metrics"]})
     lines = [
@@ -126,8 +138,11 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
         if 0 < len(r["metrics"]) < r["trials"]:  # a partial row says which seeds its mean is over
             runs += " (seed " + ", ".join(str(m.get("seed", "?")) for m in r["metrics"]) + ")"
         cells = [r["variant"], change_text(r["spec"]["set"]), runs]
-        lines.append(launcher.markdown_row(cells + [launcher.mean_std_text(r["scores"], k) for k in launcher.SCORES]))
-    lines += ["", "Variants:", ""] + [f"- `{r['variant']}`: {r['spec']['description']}" for r in rows]
+        cells += [launcher.mean_std_text(r["scores"], k) for k in launcher.SCORES]
+        by_seed = ", ".join(f"{m.get('seed', '?')}: {m['ari']:.3f}" for m in r["metrics"] if "ari" in m)
+        lines.append(launcher.markdown_row(cells + [by_seed or "–", paired_difference(r, full)]))
+    lines += ["", "ARI − full: the mean, over the seeds that both have finished, of the variant's ARI minus the full "
+              "model's ARI on the same seed.", "", "Variants:", ""] + [f"- `{r['variant']}`: {r['spec']['description']}" for r in rows]
     return "\n".join(lines) + "\n"
 
 

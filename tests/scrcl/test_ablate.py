@@ -59,7 +59,7 @@ def test_variants_times_seeds_and_the_table(tmp_path):
     assert [t.name for t in trials] == [f"{v}-seed{s}" for v in ("full", "no_ndc") for s in (5, 15, 25)]
 
     def scores(config):  # a known value per variant and seed, to check the aggregation
-        ari = (0.6 if config["alpha"] > 0 else 0.3) + config["seed"] / 1000
+        ari = (0.6 if config["alpha"] > 0 else 0.3 + config["seed"] / 1000) + config["seed"] / 1000
         return {"acc": 0.7, "nmi": 0.6, "ari": ari, "f1": 0.5}
 
     outcome = launcher.run_trials(trials, tmp_path, launcher.make_slots(None, 2), group=tmp_path.name, log=lambda _: None,
@@ -69,8 +69,11 @@ def test_variants_times_seeds_and_the_table(tmp_path):
     text = ablate.write_results(rows, tmp_path, dataset="pbmc68k", seeds=[5, 15, 25], file=ablate.DEFAULT_FILE,
                                 command="test", outcome=outcome)
     ari = np.array([0.605, 0.615, 0.625])
-    assert f"| full | – | 3/3 | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | {ari.mean():.4f} ± {ari.std():.4f} | 0.5000 ± 0.0000 |" in text
-    assert f"| no_ndc | alpha=0 | 3/3 | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | {ari.mean() - 0.3:.4f} ± {ari.std():.4f} |" in text
+    no_ndc = np.array([0.31, 0.33, 0.35])
+    assert (f"| full | – | 3/3 | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | {ari.mean():.4f} ± {ari.std():.4f} | 0.5000 ± 0.0000 "
+            "| 5: 0.605, 15: 0.615, 25: 0.625 | – |") in text
+    assert (f"| no_ndc | alpha=0 | 3/3 | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | {no_ndc.mean():.4f} ± {no_ndc.std():.4f} "
+            f"| 0.5000 ± 0.0000 | 5: 0.310, 15: 0.330, 25: 0.350 | {(no_ndc - ari).mean():+.3f} (3 seeds) |") in text
     assert "0.999" not in text  # the fake's oracle_* figures never reach the table
     csv = (tmp_path / "ablation.csv").read_text().splitlines()
     assert csv[0] == "variant,change,runs,trials,acc_mean,acc_std,nmi_mean,nmi_std,ari_mean,ari_std,f1_mean,f1_std"
@@ -83,7 +86,9 @@ def test_main_runs_the_grid_and_resumes(tmp_path, monkeypatch, capsys):
     assert ablate.main(args) == 1
     out = capsys.readouterr().out
     assert "15 ran, 0 skipped (finished before), 1 failed" in out and "failed: mlp_only-seed15 (exit 1)" in out
-    assert "| mlp_only | views=mlp | 1/2 (seed 5) |" in (tmp_path / "ablation.md").read_text()
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| mlp_only | views=mlp | 1/2 (seed 5) |" in table
+    assert "| 0.5000 | 5: 0.500 | +0.000 (1 seed) |" in table  # paired with full on the one seed both finished
     monkeypatch.setattr(launcher, "execute", fake_train())
     assert ablate.main(args) == 0
     assert "1 ran, 15 skipped (finished before), 0 failed" in capsys.readouterr().out
@@ -149,3 +154,13 @@ def test_a_directory_given_as_a_yaml_file_is_one_user_error(tmp_path):
         read_yaml(tmp_path, "ablation file")
     with pytest.raises(UserError, match=r"config file .* is a directory"):
         resolve_config(config_file=str(tmp_path))
+
+
+def test_the_difference_to_full_pairs_seeds_and_skips_seeds_only_one_side_has():
+    full = {"metrics": [{"seed": 5, "ari": 0.70}, {"seed": 15, "ari": 0.80}]}
+    row = {"metrics": [{"seed": 15, "ari": 0.60}, {"seed": 25, "ari": 0.10}]}
+    assert ablate.paired_difference(row, full) == "-0.200 (1 seed)"  # 15 only: 0.60 - 0.80
+    both = {"metrics": [{"seed": 5, "ari": 0.75}, {"seed": 15, "ari": 0.70}]}
+    assert ablate.paired_difference(both, full) == "-0.025 (2 seeds)"  # (0.05 - 0.10) / 2
+    assert ablate.paired_difference({"metrics": [{"seed": 25, "ari": 0.1}]}, full) == "–"
+    assert ablate.paired_difference(full, full) == "–" and ablate.paired_difference(row, None) == "–"

@@ -33,11 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from scrcl.config import RUN_DEFAULTS, resolve_config
 from scrcl.errors import UserError, run_entry
-from scrcl.metrics import SCORES
+from scrcl.metrics import SCORES, mean_std_text as _cell_text
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_PY = ROOT / "train.py"
@@ -446,17 +447,13 @@ def read_metrics(trial: Trial) -> dict | None:
 
 def score_summary(metrics: Sequence[dict]) -> dict:
     """(mean, population std, values) of each final-epoch score over ``metrics`` (never the oracle_* keys)."""
-    import numpy as np
-
-    values = {k: [float(m[k]) for m in metrics if k in m] for k in SCORES}
-    return {k: (float(np.mean(v)), float(np.std(v)), v) for k, v in values.items() if v}
+    values = {k: np.array([m[k] for m in metrics if k in m], dtype=float) for k in SCORES}
+    return {k: (float(v.mean()), float(v.std()), v.tolist()) for k, v in values.items() if v.size}
 
 
 def mean_std_text(summary: dict, key: str) -> str:
     """The table cell of ``summary[key]`` (``scrcl.metrics.mean_std_text``: one run alone, ``–`` without any)."""
-    from scrcl.metrics import mean_std_text as text
-
-    return text(summary[key][2] if key in summary else ())
+    return _cell_text(summary[key][2] if key in summary else ())
 
 
 def markdown_row(cells: Sequence) -> str:

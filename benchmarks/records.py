@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scrcl.errors import UserError  # noqa: E402
+from scrcl.atomic import atomic_path  # noqa: E402
+from scrcl.errors import UserError, run_entry  # noqa: E402
 
 RUN_FILES = ("config.yaml", "metrics.json", "history.csv")
 BATCH_GLOBS = ("baselines_seed*.json",)
@@ -81,9 +82,8 @@ def copy_records(src: Path, dst: Path, only: str | None = None, *, restoring: bo
         todo.append(rel)
     for rel in todo:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        tmp = (dst / rel).with_name((dst / rel).name + ".part")
-        shutil.copyfile(src / rel, tmp)
-        tmp.replace(dst / rel)
+        with atomic_path(dst / rel) as tmp:
+            shutil.copyfile(src / rel, tmp)
     return len(todo), same
 
 
@@ -100,18 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     src, dst = (args.runs, args.records) if args.action == "save" else (args.records, args.runs)
-    try:
-        if not src.is_dir():
-            raise UserError(f"{src} does not exist; nothing to {args.action}")
-        if args.only and (Path(args.only).is_absolute() or ".." in Path(args.only).parts):
-            raise UserError(f"--only takes a folder relative to {src}, e.g. ablations/components-pbmc10x")
-        copied, same = copy_records(src, dst, args.only, restoring=args.action == "restore")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if not src.is_dir():
+        raise UserError(f"{src} does not exist; nothing to {args.action}")
+    if args.only and (Path(args.only).is_absolute() or ".." in Path(args.only).parts):
+        raise UserError(f"--only takes a folder relative to {src}, e.g. ablations/components-pbmc10x")
+    copied, same = copy_records(src, dst, args.only, restoring=args.action == "restore")
     print(f"{args.action}: {copied} file(s) copied to {dst}, {same} already there")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_entry(main))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from scrcl.errors import UserError
-from scrcl.metrics import SCORES
+from scrcl.metrics import SCORES, clustering_scores, mean_std_text
 
 
 
@@ -73,8 +73,6 @@ def dataset_labels(name: str, data_dir: str | None) -> np.ndarray:
 
 
 def score(truth: np.ndarray, pred: np.ndarray) -> dict:
-    from scrcl.metrics import clustering_scores
-
     known = np.array([t is not None and t == t for t in truth])  # drop None/NaN
     truth = truth[known].astype(str)
     if len(pred) == len(known) and len(pred) != len(truth):
@@ -126,8 +124,6 @@ def collect_runs(paths: list[Path]) -> list[dict]:
 
 def aggregate_table(runs: list[dict]) -> str:
     """Markdown: one row per dataset, mean ± std over its runs (final-epoch figures)."""
-    from scrcl.metrics import mean_std_text
-
     by_dataset: dict[str, list[dict]] = {}
     for run in runs:
         by_dataset.setdefault(run.get("dataset", "?"), []).append(run)

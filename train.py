@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-refine", dest="refine", action="store_false", default=None, help="cluster on [Em|Eg] instead of the refined Z (ablation)")
     parser.add_argument("--no-cache", dest="cache", action="store_false", default=None, help="rebuild the preprocessed data")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    parser.add_argument("--no-umap", dest="umap", action="store_false", default=None,
+                        help="no UMAP plots (saves umap-learn's start-up, ~10-20 s a run); result.h5ad still holds the embedding")
     parser.add_argument("--list-datasets", action="store_true", help="print the registry and exit")
     return parser
 

@@ -35,13 +35,14 @@ class ClusteringEvaluator(L.Callback):
     """Every ``every`` epochs and after the last one: embed, k-means, score, log; UMAP now and then."""
 
     def __init__(self, batch, n_clusters: int, seed: int, every: int, run_dir: Path | None = None, umap_every: int = 5,
-                 radius: int = 0, label_names: list[str] | None = None, echo: Callable[[str], None] | None = None):
+                 umap: bool = True, radius: int = 0, label_names: list[str] | None = None, echo: Callable[[str], None] | None = None):
         self.batch = batch
         self.n_clusters = n_clusters
         self.seed = seed
         self.every = every
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.umap_every = umap_every
+        self.umap = umap  # False: domain maps only, no UMAP
         self.radius = radius
         self.label_names = label_names
         self.echo = echo  # called with one line per evaluation (epoch, loss, scores), e.g. when no progress bar shows
@@ -92,7 +93,8 @@ class ClusteringEvaluator(L.Callback):
             self.echo(evaluation_line(record, trainer.max_epochs))
         n_evals = len(self.history)
         if final or (self.umap_every > 0 and n_evals % self.umap_every == 0):
-            self._plot(trainer, result, epoch, final)
+            if self.umap:
+                self._plot(trainer, result, epoch, final)
             self._domain_map(trainer, result, epoch, final)
         if final:
             self.final = {"epoch": epoch, "scores": scores, **result}

@@ -25,6 +25,7 @@ RUN_DEFAULTS = {
     "seeds": None,
     "eval_every": 10,
     "umap_every": 5,  # a UMAP every this many evaluations (and always at the end)
+    "umap": True,  # False: no UMAP plots at all (umap-learn compiles its kernels in every new process: ~10-20 s per run)
     "checkpoint_every": 50,
     "accelerator": "auto",
     "devices": 1,
@@ -48,6 +49,7 @@ TYPES = {
     "umap_every": int, "checkpoint_every": int, "radius": int, "n_clusters": int, "graph_pcs": int,
     "lr": float, "weight_decay": float, "dropout": float, "alpha": float, "beta": float, "tau": float, "hea_weight": float,
 }
+BOOLS = ("refine", "cache", "progress", "umap")
 CHOICES = {
     "task": ("sc", "st"), "input": ("counts", "lognorm", "scaled"), "loss_impl": ("linear", "dense"), "optimizer": ("adam", "adamw"),
     "logger": ("wandb", "csv", "none"), "views": ("both", "mlp", "gnn"), "gene_graph": ("knn", "identity"),
@@ -134,6 +136,9 @@ def validate(config: dict) -> dict:
     for key, allowed in CHOICES.items():
         if out.get(key) is not None and out[key] not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{out[key]}'")
+    for key in BOOLS:
+        if not isinstance(out.get(key, True), bool):
+            raise UserError(f"{key} must be true or false, got {out[key]!r}")
     out["tms"] = parse_pair(out.get("tms", (0, 0)), "tms")
     if out.get("seeds") is not None:
         out["seeds"] = parse_int_list(out["seeds"], "seeds")

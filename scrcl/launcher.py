@@ -46,7 +46,7 @@ DEFAULT_DATASET = "pbmc68k"  # train.py's own default when neither --dataset nor
 # train.py flags the launcher sets itself, per trial.
 RESERVED_FLAGS = ("--output", "--run-name", "--resume", "--seeds", "--list-datasets")
 # Config keys that do not change what a run computes: a finished run is reused whatever they were.
-IGNORED_KEYS = frozenset({"progress", "cache", "output", "run_name", "data_dir", "logger", "umap_every",
+IGNORED_KEYS = frozenset({"progress", "cache", "output", "run_name", "data_dir", "logger", "umap_every", "umap",
                           "checkpoint_every", "accelerator", "devices", "resume", "seeds"})
 
 

@@ -193,6 +193,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         every=config["eval_every"],
         run_dir=run_dir,
         umap_every=config.get("umap_every", 5) if run_dir is not None else 0,
+        umap=config.get("umap", True),
         radius=config.get("radius", 0) if datamodule.task == "st" else 0,
         label_names=datamodule.label_names,
         # no progress bar (e.g. a launcher's trial writing to a log file): one line per evaluation instead

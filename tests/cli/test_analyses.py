@@ -42,7 +42,7 @@ def finished_run(tmp_path_factory, data_dir):
     """A real two-epoch run of PBMC 68k (small width), then ``evaluate.py RUN --analyses`` on it."""
     tmp = tmp_path_factory.mktemp("analyses")
     train = script("train.py", "--dataset", "pbmc68k", "--epochs", "2", "--hidden-dim", "32", "--logger", "none",
-                   "--no-progress", "--umap-every", "0", "--output", tmp / "runs", "--run-name", "r", cwd=tmp, data_dir=data_dir)
+                   "--no-progress", "--no-umap", "--output", tmp / "runs", "--run-name", "r", cwd=tmp, data_dir=data_dir)
     assert train.returncode == 0, train.stderr[-3000:]
     run_dir = tmp / "runs" / "r"
     proc = script("evaluate.py", run_dir, "--analyses", cwd=tmp, data_dir=data_dir)
@@ -171,7 +171,7 @@ def _row(text: str, dataset: str, method: str | None = None) -> list[str]:
 def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
     """One seed, two epochs (~40 s): the table's figures are the run's metrics.json and the baselines' JSON; a
     second call trains nothing; other settings against the same runs are refused."""
-    args = ["--datasets", "pbmc68k", "--seeds", "5", "--epochs", "2", "--set", "hidden_dim=32",
+    args = ["--datasets", "pbmc68k", "--seeds", "5", "--epochs", "2", "--set", "hidden_dim=32", "--set", "umap=false",
             "--runs-dir", tmp_path / "runs", "--output", tmp_path / "RESULTS.md"]
     proc = script("benchmarks/paper_table.py", *args, cwd=tmp_path, data_dir=data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -26,7 +26,7 @@ from scrcl.metrics import clustering_scores
 
 ROOT = Path(__file__).resolve().parents[2]
 SCORES = ("acc", "nmi", "ari", "f1")
-SMALL = ["--hidden-dim", "32", "--no-progress", "--hvg", "500", "--k", "6"]
+SMALL = ["--hidden-dim", "32", "--no-progress", "--hvg", "500", "--k", "6", "--no-umap"]  # domain maps are still drawn
 
 
 def script(path: str, *args, cwd: Path, data_dir: Path, env: dict | None = None, timeout: int = 600):

@@ -19,7 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^ACC \d\.\d{4} NMI \d\.\d{4} ARI -?\d\.\d{4} F1 \d\.\d{4}$")
-FAST = ["--hidden-dim", "32", "--no-progress", "--umap-every", "0"]
+# --no-umap: umap-learn compiles its kernels in every new process (10-20 s); the UMAP is checked once, below
+FAST = ["--hidden-dim", "32", "--no-progress", "--no-umap"]
 
 
 def run(args, tmp_path, *, env=None, timeout=600, check=True):
@@ -42,7 +43,8 @@ def test_every_method_and_run_flag(tmp_path, data_dir):
                 "--hea-weight", "1", "--tau", "0.5", "--tms", "1,0", "--gene-dim", "12", "--seed", "3", "--eval-every", "1",
                 "--checkpoint-every", "1", "--accelerator", "cpu", "--devices", "1", "--precision", "32-true",
                 "--logger", "csv", "--output", out, "--run-name", "r1", "--input", "lognorm", "--loss-impl", "dense",
-                "--views", "both", "--gene-graph", "knn", "--radius", "0", "--task", "sc", *FAST], tmp_path)
+                "--views", "both", "--gene-graph", "knn", "--radius", "0", "--task", "sc", "--hidden-dim", "32", "--no-progress",
+                "--umap-every", "0"], tmp_path)
     assert LINE.match(last_line(proc)), proc.stdout
     assert "cell graph" in proc.stdout + proc.stderr and "(k=10, on PCA-20)" in proc.stdout + proc.stderr
     # --no-progress: one line per evaluation instead of the bar (what a launcher's log shows)
@@ -83,7 +85,7 @@ def test_equals_form_seeds_summary_and_aggregate(tmp_path, data_dir):
     """W&B agents pass --key=value; several seeds give one run each plus a mean ± std summary."""
     out = tmp_path / "runs"
     proc = run([f"--data-dir={data_dir}", "--dataset=pbmc68k", "--epochs=1", "--seeds=5,15", f"--output={out}",
-                "--run-name=multi", "--logger=none", "--hidden-dim=32", "--no-progress", "--umap-every=0"], tmp_path)
+                "--run-name=multi", "--logger=none", "--hidden-dim=32", "--no-progress", "--no-umap"], tmp_path)
     root = out / "multi"
     summary = json.loads((root / "summary.json").read_text())
     per_seed = [json.loads((root / f"seed{s}" / "metrics.json").read_text()) for s in (5, 15)]
@@ -102,9 +104,10 @@ def test_config_file_precedence(tmp_path, data_dir):
     cfg = tmp_path / "my.yaml"
     cfg.write_text("lr: 0.002\nepochs: 3\ntau: 0.7\nhidden_dim: 16\n")
     run(["--dataset", "pbmc68k", "--data-dir", data_dir, "--config", cfg, "--epochs", "1", "--output", tmp_path / "o",
-         "--run-name", "c", "--logger", "none", "--no-progress", "--umap-every", "0"], tmp_path)
+         "--run-name", "c", "--logger", "none", "--no-progress", "--no-umap"], tmp_path)
     config = yaml.safe_load((tmp_path / "o" / "c" / "config.yaml").read_text())
     assert (config["lr"], config["epochs"], config["tau"], config["hidden_dim"]) == (0.002, 1, 0.7, 16)
+    assert config["umap"] is False and not list((tmp_path / "o" / "c").rglob("*.png"))  # --no-umap
     assert config["alpha"] == 100.0  # untouched keys keep the generic default
 
 

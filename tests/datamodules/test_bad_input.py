@@ -255,7 +255,7 @@ def test_a_good_file_runs_so_the_output_checks_above_are_not_vacuous(inputs, tmp
     env = {**os.environ, "SCRCL_DATA_DIR": str(data_dir), "SCRCL_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled", "MPLBACKEND": "Agg"}
     proc = subprocess.run(
         [str(PYTHON), str(TRAIN), "--data", str(inputs / "good.h5ad"), "--label-key", "cell_type", "--k", "3", "--epochs", "1",
-         "--hidden-dim", "16", "--umap-every", "0", "--no-progress", "--logger", "none", "--output", str(tmp_path / "out")],
+         "--hidden-dim", "16", "--no-umap", "--no-progress", "--logger", "none", "--output", str(tmp_path / "out")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -50,7 +50,7 @@ def test_table_of_a_finished_run_matches_its_metrics(tmp_path, data_dir):
 
     out = tmp_path / "runs"
     subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "pollen", "--epochs", "3", "--hidden-dim", "32",
-                    "--no-progress", "--umap-every", "0", "--logger", "none", "--output", str(out), "--run-name", "r",
+                    "--no-progress", "--no-umap", "--logger", "none", "--output", str(out), "--run-name", "r",
                     "--data-dir", str(data_dir)], check=True, capture_output=True, cwd=tmp_path)
     table = tmp_path / "t.md"
     assert per_type.main([str(out / "r"), "--data-dir", str(data_dir), "--output", str(table)]) == 0

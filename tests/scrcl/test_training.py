@@ -87,3 +87,29 @@ def test_evaluation_line_with_and_without_labels():
     labelled = {"epoch": 200, "acc": 0.79676, "nmi": 0.76, "ari": 0.731149, "f1": 0.69293, "kmeans_s": 5.64, "loss": 1.39124}
     assert evaluation_line(labelled, 500) == "epoch 200/500: loss 1.3912; ACC 0.7968 NMI 0.7600 ARI 0.7311 F1 0.6929; k-means 5.6 s"
     assert evaluation_line({"epoch": 3, "kmeans_s": 0.04}, 10) == "epoch 3/10: k-means 0.0 s"
+
+
+def test_no_umap_draws_no_umap_and_leaves_the_scores_alone(pbmc, tmp_path, monkeypatch):
+    """``umap: false`` (--no-umap) skips every UMAP, the final one included; the run is otherwise the same."""
+    from scrcl import plots
+
+    config, datamodule = pbmc
+
+    def no_umap_allowed(*args, **kwargs):
+        raise AssertionError("a UMAP was fit although umap is false")
+
+    monkeypatch.setattr(plots, "umap_coordinates", no_umap_allowed)
+    settings = {**config, "epochs": 3, "eval_every": 1, "umap_every": 1, "umap": False}
+    without = runner.train_one(settings, datamodule, seed=7, run_dir=tmp_path / "a")
+    assert not list((tmp_path / "a").rglob("*.png"))
+    monkeypatch.undo()
+    plotted = runner.train_one({**settings, "umap": True}, datamodule, seed=7, run_dir=tmp_path / "b")
+    assert (tmp_path / "b" / "umap_final.png").exists() and len(list((tmp_path / "b" / "umap").glob("*.png"))) == 2
+    assert without["final"]["scores"] == plotted["final"]["scores"]
+
+
+@pytest.mark.parametrize("key", ["umap", "refine", "cache", "progress"])
+def test_switches_must_be_true_or_false(key):
+    assert resolve_config(dataset="pbmc68k", overrides={key: False})[key] is False
+    with pytest.raises(UserError, match=f"{key} must be true or false, got 'no'"):
+        resolve_config(dataset="pbmc68k", overrides={key: "no"})

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                 print(f"{name:22s} {spec.task}  {spec.n_classes:3d} classes  {'paper' if spec.paper else 'local'}")
             return 0
         overrides = {key.replace("-", "_"): getattr(args, key.replace("-", "_")) for key, _, _ in FLAGS}
-        overrides.update(refine=args.refine, cache=args.cache, progress=args.progress)
+        overrides.update(refine=args.refine, cache=args.cache, progress=args.progress, umap=args.umap)
         from scrcl import runner
 
         if args.resume:
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
             config_path = os.path.join(run_dir, "config.yaml")
             if not os.path.exists(config_path):
                 raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
-            config = resolve_config(config_file=config_path, overrides={k: v for k, v in overrides.items() if k in ("progress", "accelerator", "devices")})
+            config = resolve_config(config_file=config_path, overrides={k: v for k, v in overrides.items() if k in ("progress", "umap", "accelerator", "devices")})
             result = runner.run(config, resume_dir=run_dir)
         else:
             if not (overrides["dataset"] or overrides["data"]):

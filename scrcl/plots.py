@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,24 @@ def umap_coordinates(embedding: np.ndarray, seed: int = 0) -> tuple[np.ndarray, 
     if n > UMAP_MAX_CELLS:
         idx = np.sort(np.random.default_rng(seed).choice(n, UMAP_MAX_CELLS, replace=False))
     reducer = umap.UMAP(n_neighbors=15, min_dist=0.3, random_state=seed, n_jobs=1)
-    return idx, reducer.fit_transform(embedding[idx])
+    with torch_threads_kept():
+        return idx, reducer.fit_transform(embedding[idx])
+
+
+@contextmanager
+def torch_threads_kept():
+    """Restore torch's CPU thread count afterwards. umap-learn's fit resets the process's OpenMP thread count
+    to all cores (measured: torch went from 1 thread to 2 on this 2-core machine), so a training run would
+    switch thread counts at its first UMAP; that changes its rounding (reproducibility) and oversubscribes the
+    cores of a launcher's CPU lanes, which set ``OMP_NUM_THREADS`` per trial."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _scatter(ax, xy, values, title):

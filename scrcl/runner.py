@@ -256,6 +256,12 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     }
 
 
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: dict, total_seconds: float) -> dict:
     """The one results writer: metrics.json, history.csv, result.h5ad."""
     import anndata as ad
@@ -280,6 +286,9 @@ def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: d
         "seconds_per_epoch": float(outcome["train_seconds"]) / max(int(final["epoch"]), 1),
         "peak_memory_mb": peak_memory_mb(),
         "gpu_peak_memory_mb": outcome["gpu_peak_mb"],
+        # On the CPU the same seed gives the same figures only at the same thread count: another count sums
+        # in another order, and 500 epochs amplify the last-bit differences (README, "Reproducibility").
+        "torch_threads": torch_threads(),
         "data": {**datamodule.provenance, **datamodule.prepared.uns["preprocess"], "setup": datamodule.timings},
         "versions": package_versions(),
     }

@@ -44,7 +44,7 @@ def test_every_method_and_run_flag(tmp_path, data_dir):
                 "--checkpoint-every", "1", "--accelerator", "cpu", "--devices", "1", "--precision", "32-true",
                 "--logger", "csv", "--output", out, "--run-name", "r1", "--input", "lognorm", "--loss-impl", "dense",
                 "--views", "both", "--gene-graph", "knn", "--radius", "0", "--task", "sc", "--hidden-dim", "32", "--no-progress",
-                "--umap-every", "0"], tmp_path)
+                "--umap-every", "0"], tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert LINE.match(last_line(proc)), proc.stdout
     assert "cell graph" in proc.stdout + proc.stderr and "(k=10, on PCA-20)" in proc.stdout + proc.stderr
     # --no-progress: one line per evaluation instead of the bar (what a launcher's log shows)
@@ -64,6 +64,7 @@ def test_every_method_and_run_flag(tmp_path, data_dir):
         assert key in metrics, key
     assert (metrics["n_cells"], metrics["n_genes"], metrics["n_clusters"]) == (700, 300, 10)
     assert metrics["epoch"] == 2 and metrics["seed"] == 3
+    assert metrics["torch_threads"] == 1  # the CPU thread count is part of what makes a run reproducible
     assert last_line(proc) == f"ACC {metrics['acc']:.4f} NMI {metrics['nmi']:.4f} ARI {metrics['ari']:.4f} F1 {metrics['f1']:.4f}"
     result = ad.read_h5ad(run_dir / "result.h5ad")
     assert result.obsm["X_scrcl"].shape == (700, 24)

@@ -103,9 +103,28 @@ def test_no_umap_draws_no_umap_and_leaves_the_scores_alone(pbmc, tmp_path, monke
     without = runner.train_one(settings, datamodule, seed=7, run_dir=tmp_path / "a")
     assert not list((tmp_path / "a").rglob("*.png"))
     monkeypatch.undo()
-    plotted = runner.train_one({**settings, "umap": True}, datamodule, seed=7, run_dir=tmp_path / "b")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a launcher's CPU lane sets it; umap-learn's fit resets it to all cores
+    try:
+        plotted = runner.train_one({**settings, "umap": True}, datamodule, seed=7, run_dir=tmp_path / "b")
+        assert torch.get_num_threads() == 1, "the UMAPs changed torch's thread count"
+    finally:
+        torch.set_num_threads(threads)
     assert (tmp_path / "b" / "umap_final.png").exists() and len(list((tmp_path / "b" / "umap").glob("*.png"))) == 2
     assert without["final"]["scores"] == plotted["final"]["scores"]
+
+
+def test_torch_threads_kept_restores_the_count():
+    import torch
+
+    from scrcl.plots import torch_threads_kept
+
+    before = torch.get_num_threads()
+    with torch_threads_kept():
+        torch.set_num_threads(before + 2)
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize("key", ["umap", "refine", "cache", "progress"])

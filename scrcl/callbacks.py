@@ -93,14 +93,13 @@ class ClusteringEvaluator(L.Callback):
             self.echo(evaluation_line(record, trainer.max_epochs))
         n_evals = len(self.history)
         if final or (self.umap_every > 0 and n_evals % self.umap_every == 0):
-            if self.umap:
-                self._plot(trainer, result, epoch, final)
+            self._plot(trainer, result, epoch, final)
             self._domain_map(trainer, result, epoch, final)
         if final:
             self.final = {"epoch": epoch, "scores": scores, **result}
 
     def _plot(self, trainer, result, epoch, final):
-        if self.run_dir is None:
+        if self.run_dir is None or not self.umap:
             return
         from scrcl.plots import umap_figure
 

@@ -13,6 +13,22 @@ from torch.nn import functional as F
 from torch_geometric.nn import GCNConv
 
 
+class SparseGCNConv(GCNConv):
+    """PyG's ``GCNConv`` over a pre-normalised sparse propagation matrix (``normalize=False``).
+
+    The sparse product runs in the matrix's dtype (float32). Under mixed precision (``--precision
+    bf16-mixed``) the layer's dense product comes out in bfloat16, and the CPU's sparse kernels have no
+    bfloat16 or float16 version; the sparse product is ~10% of an epoch's arithmetic, so it stays in float32
+    while the dense products run in the low precision.
+    """
+
+    def message_and_aggregate(self, adj_t, x: Tensor) -> Tensor:
+        if not torch.is_autocast_enabled(x.device.type) and x.dtype == adj_t.dtype:
+            return super().message_and_aggregate(adj_t, x)
+        with torch.autocast(x.device.type, enabled=False):  # autocast would cast the sparse operand down too
+            return super().message_and_aggregate(adj_t, x.to(adj_t.dtype))
+
+
 class MLPView(nn.Module):
     """φ: Eᵐ = LeakyReLU(W₁ dropout(X¹)). (N, h) → (N, d)."""
 
@@ -33,8 +49,8 @@ class GNNView(nn.Module):
 
     def __init__(self, n_genes: int, hidden_dim: int, dropout: float):
         super().__init__()
-        self.conv1 = GCNConv(n_genes, hidden_dim, normalize=False)
-        self.conv2 = GCNConv(hidden_dim, hidden_dim, normalize=False)
+        self.conv1 = SparseGCNConv(n_genes, hidden_dim, normalize=False)
+        self.conv2 = SparseGCNConv(hidden_dim, hidden_dim, normalize=False)
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(hidden_dim, hidden_dim)
 
@@ -52,7 +68,7 @@ class GeneNetwork(nn.Module):
 
     def __init__(self, n_cells: int, gene_dim: int):
         super().__init__()
-        self.conv = GCNConv(n_cells, gene_dim, normalize=False)
+        self.conv = SparseGCNConv(n_cells, gene_dim, normalize=False)
 
     def forward(self, x: Tensor, gene_filter: Tensor) -> Tensor:
         return F.leaky_relu(self.conv(x.t().contiguous(), gene_filter))

@@ -86,7 +86,10 @@ def _sparse_values(cell_graph: Tensor) -> Tensor:
 
 
 def _work_dtype(x: Tensor) -> torch.dtype:
-    """float64 inputs stay float64; anything else (float32, bf16/fp16 under autocast) runs in float32."""
+    """float64 inputs stay float64; anything else (float32, bf16/fp16 under autocast) runs in float32.
+
+    The loss values come out in this dtype too, so that under mixed precision the objective and its
+    logged terms keep float32's digits (bfloat16 holds about 3 significant digits)."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
@@ -218,7 +221,7 @@ class _HEA(torch.autograd.Function):
             loss = glob / tau + cell / (2.0 * n * tau)
         ctx.save_for_backward(e_m, e_g)
         ctx.tau, ctx.state = tau, state
-        return loss.to(e_m.dtype)
+        return loss.to(_work_dtype(e_m))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -257,7 +260,7 @@ def hea_loss(e_m: Tensor, e_g: Tensor, tau: float) -> Tensor:
         tau: temperature.
 
     Returns:
-        0-dim tensor in the input dtype.
+        0-dim tensor in the input dtype (float32 for bfloat16/float16 inputs).
     """
     _check_views(e_m, e_g, "e_m and e_g")
     return _HEA.apply(e_m, e_g, tau)
@@ -404,7 +407,7 @@ class _NDCLinear(torch.autograd.Function):
         ctx.save_for_backward(e_m, e_g, crow, col, val, deg, r, ratio, m_y, m_q, sum_q, sum_y)
         ctx.q_hat = q_hat  # an attribute, not a saved tensor, so the backward pass can free it early
         ctx.tau = tau
-        return ratio.mean().to(e_m.dtype), hea.to(e_m.dtype)
+        return ratio.mean().to(_work_dtype(e_m)), hea.to(_work_dtype(e_m))
 
     @staticmethod
     def backward(ctx, grad: Tensor, grad_hea: Tensor):
@@ -523,7 +526,7 @@ def ndc_loss(
         impl: ``"linear"`` or ``"dense"``.
 
     Returns:
-        0-dim tensor in the dtype of ``e_m``.
+        0-dim tensor in the dtype of ``e_m`` (float32 for bfloat16/float16 inputs).
     """
     _check_impl(impl)
     _check_views(e_m, e_g, "e_m and e_g")
@@ -533,13 +536,15 @@ def ndc_loss(
         raise ValueError(f"ndc_loss needs at least 2 cells (negatives are the other cells), got {n}")
 
     if impl == "dense":
-        kappa = kappa_matrix(e_m, e_g, tau)
-        eye = torch.eye(n, dtype=kappa.dtype, device=kappa.device)
-        a_tilde = cell_graph.to_dense().to(kappa.dtype) + eye
-        pos = (kappa * a_tilde).sum(dim=1) / a_tilde.sum(dim=1)
-        # Masked sum rather than "all minus diagonal": the paper's form, no cancellation.
-        neg = (kappa * (1.0 - eye)).sum(dim=1) / (n - 1)
-        return (pos / neg).mean()
+        work = _work_dtype(e_m)
+        with torch.autocast(e_m.device.type, enabled=False):  # as the linear form: float32 under mixed precision
+            kappa = kappa_matrix(e_m.to(work), e_g.to(work), tau)
+            eye = torch.eye(n, dtype=kappa.dtype, device=kappa.device)
+            a_tilde = cell_graph.to_dense().to(kappa.dtype) + eye
+            pos = (kappa * a_tilde).sum(dim=1) / a_tilde.sum(dim=1)
+            # Masked sum rather than "all minus diagonal": the paper's form, no cancellation.
+            neg = (kappa * (1.0 - eye)).sum(dim=1) / (n - 1)
+            return (pos / neg).mean()
 
     crow, col, val = _csr_parts(cell_graph, _work_dtype(e_m), e_m.device)
     return _NDCLinear.apply(e_m, e_g, crow, col, val, tau, False)[0]
@@ -574,7 +579,8 @@ def cvc_loss(z_m: Tensor, z_g: Tensor, cell_graph: Tensor, impl: str = "linear")
 
     where ``Σ Ãᵢⱼ Zᵐᵢ·Zᵍⱼ = sum(Zᵐ ∘ (A Zᵍ)) + sum(Zᵐ ∘ Zᵍ)`` and ``Σ Ãᵢⱼ² = Σ Aᵢⱼ² + N``
     (= nnz(A) + N for binary A without self loops). O(N·c'² + nnz·c'). The terms cancel when S
-    approaches Ã, so the linear form accumulates in float64 and casts back to the input dtype.
+    approaches Ã, so the linear form accumulates in float64 and casts back to the input dtype
+    (to float32 for half-precision inputs).
 
     Args:
         z_m, z_g: ``(N, c')`` normalised representations.
@@ -582,7 +588,7 @@ def cvc_loss(z_m: Tensor, z_g: Tensor, cell_graph: Tensor, impl: str = "linear")
         impl: ``"linear"`` or ``"dense"``.
 
     Returns:
-        0-dim tensor in the dtype of ``z_m``.
+        0-dim tensor in the dtype of ``z_m`` (float32 for bfloat16/float16 inputs).
     """
     _check_impl(impl)
     _check_views(z_m, z_g, "z_m and z_g")
@@ -590,16 +596,18 @@ def cvc_loss(z_m: Tensor, z_g: Tensor, cell_graph: Tensor, impl: str = "linear")
     _check_graph(cell_graph, n)
 
     if impl == "dense":
-        s = z_m @ z_g.T
-        a_tilde = cell_graph.to_dense().to(s.dtype) + torch.eye(n, dtype=s.dtype, device=s.device)
-        return (s - a_tilde).square().mean()
+        work = _work_dtype(z_m)
+        with torch.autocast(z_m.device.type, enabled=False):
+            s = z_m.to(work) @ z_g.to(work).T
+            a_tilde = cell_graph.to_dense().to(s.dtype) + torch.eye(n, dtype=s.dtype, device=s.device)
+            return (s - a_tilde).square().mean()
 
     zm, zg = z_m.double(), z_g.double()
     gram = ((zm.T @ zm) * (zg.T @ zg)).sum()  # = Σᵢⱼ Sᵢⱼ²
     graph = cell_graph.to(device=zg.device, dtype=zg.dtype)
     cross = (zm * torch.sparse.mm(graph, zg)).sum() + (zm * zg).sum()
     sq = _sparse_values(graph).square().sum() + n
-    return ((gram - 2.0 * cross + sq) / (n * n)).to(z_m.dtype)
+    return ((gram - 2.0 * cross + sq) / (n * n)).to(_work_dtype(z_m))
 
 
 # --------------------------------------------------------------------------------------------

@@ -481,3 +481,32 @@ def test_gradcheck_float64(small, impl):
     assert torch.autograd.gradcheck(terms, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
     assert torch.autograd.gradcheck(lambda a, b: hea_loss(a, b, 0.5), inputs[:2], eps=1e-6, atol=1e-7, rtol=1e-5)
     assert torch.autograd.gradcheck(lambda a, b: ndc_loss(a, b, graph, 0.5, impl=impl), inputs[:2], eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Mixed precision (``--precision bf16-mixed``): bfloat16 embeddings in, float32 losses out
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_half_precision_inputs_give_float32_losses_of_the_same_values(impl):
+    """Under mixed precision the encoders hand the losses bfloat16 embeddings. Each loss then returns
+    float32 (bfloat16 would keep ~3 digits of the objective and of its logged terms), equal to the loss of
+    the same (bfloat16-rounded) values in float32, autocast on or off, and its gradients come back in
+    bfloat16, one per input."""
+    gen = torch.Generator().manual_seed(21)
+    n, d, c = 200, 48, 5
+    graph = csr(knn_like_graph(n, 6, gen))
+    raw = [torch.randn(n, k, generator=gen) for k in (d, d, c, c)]
+    half = [F.normalize(x, dim=1).to(torch.bfloat16).requires_grad_() for x in raw]
+    full = [x.detach().float() for x in half]
+    expected = scrcl_loss(*full, graph, alpha=100.0, beta=1.0, tau=0.1, impl=impl)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = scrcl_loss(*half, graph, alpha=100.0, beta=1.0, tau=0.1, impl=impl)
+    for name in ("loss", "hea", "ndc", "cvc"):
+        assert got[name].dtype == torch.float32, name
+        assert rel_err(got[name], expected[name]) <= 1e-5, (name, float(got[name]), float(expected[name]))
+    grads = torch.autograd.grad(got["loss"], half)
+    for g, x in zip(grads, half):
+        assert g.dtype == torch.bfloat16 and g.shape == x.shape and torch.isfinite(g.float()).all()
+        assert g.float().abs().sum() > 0

@@ -42,6 +42,21 @@ def test_training_learns_cell_types(pbmc):
     assert history[-1]["ari"] == final["ari"]  # the reported figure is the last epoch's, not a picked one
 
 
+def test_bf16_mixed_precision_trains_on_cpu(pbmc):
+    """``--precision bf16-mixed`` on the CPU (about 1.8x faster per epoch at pbmc10x's size, README): it
+    trains through the real Trainer, the logged loss keeps float32's digits, and it learns the cell types
+    as the float32 run does."""
+    config, datamodule = pbmc
+    outcome = runner.train_one({**config, "epochs": 20, "eval_every": 4, "precision": "bf16-mixed"}, datamodule,
+                               seed=5, run_dir=None)
+    history = outcome["history"]
+    losses = [h["loss"] for h in history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert any(round(v, 2) != v for v in losses)  # not rounded to bfloat16's 3 digits (e.g. 95.0, 79.5)
+    final = outcome["final"]["scores"]
+    assert final["ari"] > 0.25 and final["nmi"] > 0.4, final
+
+
 def test_api_fit_without_labels_fills_adata():
     adata = sc.datasets.pbmc68k_reduced()
     adata.X = adata.raw.X.copy()  # the model takes counts or log-normalised values, not z-scores

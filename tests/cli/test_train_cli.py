@@ -183,7 +183,10 @@ def test_list_datasets(tmp_path):
 
 
 def test_resume_after_a_real_kill_ends_like_an_uninterrupted_run(tmp_path, data_dir):
-    args = ["--dataset", "pbmc68k", "--data-dir", data_dir, "--epochs", "12", "--checkpoint-every", "2", "--eval-every", "3",
+    # Enough epochs that the run is still training half a second after its first checkpoint: at d = 32 an epoch
+    # of PBMC 68k takes a few hundredths of a second, and with 12 epochs a fast machine finished before the kill.
+    epochs = 100
+    args = ["--dataset", "pbmc68k", "--data-dir", data_dir, "--epochs", epochs, "--checkpoint-every", "2", "--eval-every", "5",
             "--logger", "none", "--lr", "1e-3", *FAST]
     straight = run([*args, "--output", tmp_path / "a", "--run-name", "r"], tmp_path)
     run_dir = tmp_path / "b" / "r"
@@ -211,6 +214,6 @@ def test_resume_after_a_real_kill_ends_like_an_uninterrupted_run(tmp_path, data_
     assert b["train_seconds"] > seconds_at_checkpoint
     # The CSV log continues across the resume: every epoch once, with the same losses as the straight run.
     rows = {name: list(csv.DictReader(open(d / "csv" / "metrics.csv"))) for name, d in (("a", tmp_path / "a" / "r"), ("b", run_dir))}
-    assert [int(r["epoch"]) for r in rows["b"]] == [int(r["epoch"]) for r in rows["a"]] == list(range(12))
+    assert [int(r["epoch"]) for r in rows["b"]] == [int(r["epoch"]) for r in rows["a"]] == list(range(epochs))
     assert [float(r["train/loss"]) for r in rows["b"]] == pytest.approx([float(r["train/loss"]) for r in rows["a"]], rel=1e-6)
     assert "exists and is not empty" not in resumed.stderr

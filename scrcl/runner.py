@@ -181,6 +181,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from scrcl.callbacks import ClusteringEvaluator, TrainClock
+    from scrcl.checkpoint_io import AtomicCheckpointIO
 
     quiet_libraries()
     L.seed_everything(seed, workers=True, verbose=False)
@@ -221,6 +222,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
             precision=config.get("precision", "32-true"),
             logger=_loggers(config, run_dir, seed, _checkpoint_epoch(ckpt_path) if ckpt_path else None) if run_dir is not None else False,
             callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],  # a kill while a checkpoint is written leaves the previous one loadable
             log_every_n_steps=1,
             num_sanity_val_steps=0,
             limit_val_batches=0,

@@ -150,3 +150,18 @@ def test_switches_must_be_true_or_false(key):
     assert resolve_config(dataset="pbmc68k", overrides={key: False})[key] is False
     with pytest.raises(UserError, match=f"{key} must be true or false, got 'no'"):
         resolve_config(dataset="pbmc68k", overrides={key: "no"})
+
+
+def test_training_writes_its_checkpoints_without_the_system_temp_dir(pbmc, tmp_path, monkeypatch):
+    """train_one saves through AtomicCheckpointIO: checkpoints land whole even with $TMPDIR unusable."""
+    import tempfile
+
+    config, datamodule = pbmc
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmpdir"))
+    runner.train_one({**config, "epochs": 2, "eval_every": 2, "checkpoint_every": 1, "umap": False}, datamodule, seed=7,
+                     run_dir=tmp_path / "run")
+    ckpts = tmp_path / "run" / "checkpoints"
+    periodic = torch.load(ckpts / "periodic.ckpt", map_location="cpu", weights_only=False)  # ModelCheckpoint's
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)  # the end-of-training save
+    assert periodic["epoch"] == 1 and last["epoch"] == 2 and "model.view_m.linear.weight" in last["state_dict"]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "periodic.ckpt"]

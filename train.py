@@ -54,7 +54,7 @@ FLAGS = [
     ("seeds", str, "several seeds, e.g. 5,15,25,35,45: one run each plus a mean ± std summary"),
     ("eval-every", int, "run k-means and log scores every N epochs"),
     ("umap-every", int, "UMAP plot every N evaluations (0 = only at the end)"),
-    ("checkpoint-every", int, "checkpoint every N epochs"),
+    ("checkpoint-every", int, "checkpoint every N epochs (0 = only at the end)"),
     ("accelerator", str, "auto | cpu | gpu"),
     ("devices", int, "number of devices"),
     ("precision", str, "32-true | bf16-mixed | 16-mixed"),

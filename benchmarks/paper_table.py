@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality import mean_std, parse_sets, pca_kmeans  # noqa: E402
-from scrcl.config import RUN_DEFAULTS, generic_config, parse_int_list, resolve_config  # noqa: E402
+from scrcl.config import RUN_DEFAULTS, generic_config, parse_seeds, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 from scrcl.metrics import SCORES  # noqa: E402
@@ -294,7 +294,7 @@ def parse_seeds_for(items: list[str]) -> dict[str, list[int]]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
             raise UserError(f"--seeds-for takes NAME=SEEDS (e.g. pbmc10x=5,15,25), got '{item}'")
-        out[get_spec(name.strip()).name] = parse_int_list(value, "seeds")
+        out[get_spec(name.strip()).name] = parse_seeds(value)
     return out
 
 
@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     from datamodules.registry import get_spec
     from scrcl import runner
 
-    seeds = parse_int_list(args.seeds, "seeds")
+    seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {args.epochs}")

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrcl.config import parse_int_list, resolve_config  # noqa: E402
+from scrcl.config import parse_seeds, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 from scrcl.metrics import SCORES, mean_std_text  # noqa: E402
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from scrcl import runner
     from scrcl.metrics import clustering_scores
 
-    seeds = parse_int_list(args.seeds, "seeds")
+    seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
     lines = [
         "# scRCL final-epoch quality vs PCA(30) + k-means",

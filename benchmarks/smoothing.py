@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.paper_table import local_datasets, machine, table_config  # noqa: E402
 from benchmarks.quality import pca_kmeans  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
-from scrcl.config import parse_int_list  # noqa: E402
+from scrcl.config import parse_int_list, parse_seeds  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
 
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     from scrcl import runner
     from scrcl.config import generic_config
 
-    ks, passes, seeds = parse_int_list(args.ks, "ks"), parse_int_list(args.passes, "passes"), parse_int_list(args.seeds, "seeds")
+    ks, passes, seeds = parse_int_list(args.ks, "ks"), parse_int_list(args.passes, "passes"), parse_seeds(args.seeds)
     if min(ks) < 1 or min(passes) < 0:
         raise UserError("--ks must be ≥ 1 and --passes ≥ 0")
     graph_pcs = tuple(None if v.strip() == "default" else v.strip() for v in args.graph_pcs.split(",") if v.strip())

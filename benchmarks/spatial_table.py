@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.paper_table import BASELINE_VERSION, leiden_with_k, local_datasets, machine, method_rows, parse_seeds_for, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
 from benchmarks.quality import parse_sets, pca_kmeans  # noqa: E402
-from scrcl.config import parse_int_list, resolve_config  # noqa: E402
+from scrcl.config import parse_seeds, resolve_config  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     from datamodules.registry import get_spec
     from scrcl import runner
 
-    seeds = parse_int_list(args.seeds, "seeds")
+    seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
     names = [get_spec(n).name for n in args.datasets.split(",") if n.strip()] if args.datasets else local_datasets(args.data_dir, "st")
     if not names:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from scrcl import launcher
-from scrcl.config import CONFIG_DIR, parse_int_list
+from scrcl.config import CONFIG_DIR, parse_seeds
 from scrcl.errors import UserError
 
 DEFAULT_FILE = CONFIG_DIR / "ablations" / "components.yaml"
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     file = Path(args.file)
     variants = select(load_variants(file), args.variants)
     slots = launcher.make_slots(args.gpus, args.workers)
-    seeds = parse_int_list(args.seeds, "seeds")
+    seeds = parse_seeds(args.seeds)
     probe = build_trials(dict([next(iter(variants.items()))]), args.dataset, seeds[:1], extras, Path("."))[0]
     dataset = launcher.dataset_label(probe.args)
     out_dir = Path(args.output or Path("runs") / "ablations" / f"{file.stem}-{dataset}").resolve()

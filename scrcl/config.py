@@ -132,7 +132,7 @@ def validate(config: dict) -> dict:
         try:
             out[key] = typ(out[key])
         except (TypeError, ValueError):
-            raise UserError(f"{key} must be a {typ.__name__}, got {out[key]!r}")
+            raise UserError(f"{key} must be {'an integer' if typ is int else 'a number'}, got {out[key]!r}")
     for key, allowed in CHOICES.items():
         if out.get(key) is not None and out[key] not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{out[key]}'")
@@ -141,10 +141,20 @@ def validate(config: dict) -> dict:
             raise UserError(f"{key} must be true or false, got {out[key]!r}")
     out["tms"] = parse_pair(out.get("tms", (0, 0)), "tms")
     if out.get("seeds") is not None:
-        out["seeds"] = parse_int_list(out["seeds"], "seeds")
-    for key in ("hvg", "k", "gene_k", "hidden_dim", "epochs", "eval_every"):
+        out["seeds"] = parse_seeds(out["seeds"])
+    if out.get("gene_dim") is not None:
+        try:
+            out["gene_dim"] = int(out["gene_dim"])
+        except (TypeError, ValueError):
+            raise UserError(f"gene_dim must be an integer, got {out['gene_dim']!r}")
+    for key in ("hvg", "k", "gene_k", "hidden_dim", "epochs", "eval_every", "gene_dim"):
         if out.get(key) is not None and out[key] < 1:
             raise UserError(f"{key} must be at least 1, got {out[key]}")
+    for key in ("checkpoint_every", "umap_every"):
+        if out.get(key) is not None and out[key] < 0:
+            raise UserError(f"{key} must be ≥ 0 (0: only at the end), got {out[key]}")
+    if out.get("seed") is not None:
+        check_seed(out["seed"])
     if out.get("n_clusters") is not None and out["n_clusters"] < 2:
         raise UserError(f"n_clusters must be at least 2, got {out['n_clusters']}")
     if not 0 <= out["dropout"] < 1:
@@ -157,8 +167,6 @@ def validate(config: dict) -> dict:
             raise UserError(f"{key} must be ≥ 0, got {out[key]}")
     if out["alpha"] == 0 and out["beta"] == 0 and out["hea_weight"] == 0:
         raise UserError("alpha, beta and hea_weight are all 0: there is nothing to train; give at least one loss a weight")
-    if out.get("gene_dim") is not None:
-        out["gene_dim"] = int(out["gene_dim"])
     return out
 
 
@@ -186,3 +194,14 @@ def parse_int_list(value, name: str) -> list[int]:
     if not out:
         raise UserError(f"{name} is empty")
     return out
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed < 2**32:
+        raise UserError(f"seeds must be in 0 … {2**32 - 1} (numpy's range), got {seed}")
+    return seed
+
+
+def parse_seeds(value) -> list[int]:
+    """A seed list like 5,15,25, each checked against numpy's range before any run starts."""
+    return [check_seed(seed) for seed in parse_int_list(value, "seeds")]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from scrcl import launcher
-from scrcl.config import parse_int_list
+from scrcl.config import parse_seeds
 from scrcl.errors import UserError
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep = load_sweep(file)
     slots = launcher.make_slots(args.gpus, args.workers)
     extra_keys = launcher.check_extra_args(extras)
-    seeds = parse_int_list(args.seeds, "seeds") if args.seeds else None
+    seeds = parse_seeds(args.seeds) if args.seeds else None
     settings = with_dataset_and_seeds(sweep, expand(sweep, args.count, args.sample_seed), args.dataset, seeds, extra_keys)
     probe = build_trials(sweep, settings[:1], extras, Path("."))[0]
     dataset = launcher.dataset_label(probe.args)

@@ -216,7 +216,10 @@ def test_paper_table_bad_input_is_one_line(tmp_path, data_dir):
                            (["--datasets", "pbmc68k", "--set", "no_such_key=1"], "unknown config key"),
                            (["--datasets", "pbmc68k", "--seeds-for", "pollen=5"], "not among the table's datasets"),
                            (["--datasets", "pbmc68k", "--seeds-for", "pbmc68k"], "NAME=SEEDS"),
-                           (["--datasets", "pbmc68k", "--seeds-for", "pbmc68k=x"], "seeds must be integers")):
+                           (["--datasets", "pbmc68k", "--seeds-for", "pbmc68k=x"], "seeds must be integers"),
+                           # checked before any run starts (it began training seed 5 on this line's order 5,-1)
+                           (["--datasets", "pbmc68k", "--seeds=-1,5"], "seeds must be in 0 … 4294967295 (numpy's range), got -1"),
+                           (["--datasets", "pbmc68k", "--seeds-for", "pbmc68k=5,-2"], "got -2")):
         proc = script("benchmarks/paper_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", cwd=tmp_path, data_dir=data_dir)
         one_line_error(proc, fragment)
     assert not out.exists()

@@ -78,6 +78,8 @@ CASES = {
     "no_labels_no_n_clusters": Case(["--data", "{d}/good.h5ad", "--k", "3"], ["--n-clusters"]),
     "duplicate_names_then_failure": Case(["--data", "{d}/duplicates.h5ad", "--label-key", "cell_type", "--k", "3", "--n-clusters", "50"], ["n_clusters = 50"]),
     "malformed_cellblast": Case(["--data", "{d}/cellblast_bad.h5"], ["not a valid Cell BLAST data.h5"]),
+    "negative_checkpoint_every": Case(["--dataset", "pbmc68k", "--checkpoint-every", "-3"], ["checkpoint_every must be ≥ 0"]),
+    "negative_seed": Case(["--dataset", "pbmc68k", "--seed", "-1"], ["seeds must be in 0 …", "got -1"]),
     "visium_without_positions": Case(["--data", "{d}/visium_no_positions"], ["spot coordinates"]),
 }
 IN_DEFAULT_RUN = ["unknown_dataset", "missing_file_download_fails", "corrupt_h5ad", "n_clusters_above_cells"]

@@ -127,6 +127,7 @@ def test_dry_run_prints_every_command_and_runs_nothing(tmp_path):
     (["--alpha", "5"], None, "--alpha is what variant 'no_ndc' changes"),
     (["--variants", "full,no_such"], None, "unknown variant(s) no_such"),
     (["--seeds", "5,x"], None, "seeds must be integers"),
+    (["--seeds", "5,-1"], None, "seeds must be in 0 … 4294967295 (numpy's range), got -1"),
     (["--gpus", "0", "--workers", "2"], None, "either --gpus"),
     (["--file", "configs/ablations/missing.yaml"], None, "does not exist"),
     (["--file", "FILE"], "variants:\n  bad:\n    set: {hea_wieght: 0}\n", "sets 'hea_wieght', which is not a method config key"),

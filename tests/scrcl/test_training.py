@@ -152,6 +152,29 @@ def test_switches_must_be_true_or_false(key):
         resolve_config(dataset="pbmc68k", overrides={key: "no"})
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("checkpoint_every", -3, "checkpoint_every must be ≥ 0 (0: only at the end), got -3"),  # was Lightning's traceback
+    ("umap_every", -1, "umap_every must be ≥ 0 (0: only at the end), got -1"),  # was taken silently
+    ("gene_dim", 0, "gene_dim must be at least 1, got 0"),  # was read as "not given" (the cluster count)
+    ("gene_dim", -5, "gene_dim must be at least 1, got -5"),  # was a traceback from torch
+    ("gene_dim", "wide", "gene_dim must be an integer, got 'wide'"),
+    ("seed", -1, "seeds must be in 0 … 4294967295 (numpy's range), got -1"),  # was numpy's traceback
+    ("seed", 2**32, "seeds must be in 0 … 4294967295 (numpy's range), got 4294967296"),
+    ("seeds", "5,-15", "seeds must be in 0 … 4294967295 (numpy's range), got -15"),
+    ("hidden_dim", "1.5k", "hidden_dim must be an integer, got '1.5k'"),
+    ("lr", "fast", "lr must be a number, got 'fast'"),
+])
+def test_out_of_range_settings_are_one_user_error(key, value, message):
+    with pytest.raises(UserError) as err:
+        resolve_config(dataset="pbmc68k", overrides={key: value})
+    assert str(err.value) == message
+
+
+def test_zero_means_only_at_the_end_for_checkpoints_and_umaps():
+    config = resolve_config(dataset="pbmc68k", overrides={"checkpoint_every": 0, "umap_every": 0, "seed": 0, "gene_dim": 1})
+    assert (config["checkpoint_every"], config["umap_every"], config["seed"], config["gene_dim"]) == (0, 0, 0, 1)
+
+
 def test_training_writes_its_checkpoints_without_the_system_temp_dir(pbmc, tmp_path, monkeypatch):
     """train_one saves through AtomicCheckpointIO: checkpoints land whole even with $TMPDIR unusable."""
     import tempfile

@@ -15,6 +15,7 @@ import lightning as L
 import numpy as np
 
 from scrcl.clustering import kmeans, refine_spatial
+from scrcl.errors import TrainingDiverged
 from scrcl.metrics import SCORES, clustering_scores
 from scrcl.runner import final_line
 
@@ -64,6 +65,9 @@ class ClusteringEvaluator(L.Callback):
             self._on_device = (pl_module.device, self.batch.to(pl_module.device))
         batch = self._on_device[1]
         embedding = pl_module.embed(batch).float().cpu().numpy()
+        if not np.isfinite(embedding).all():  # k-means would stop with sklearn's traceback
+            epoch = pl_module.trainer.current_epoch + 1 if pl_module._trainer is not None else None
+            raise TrainingDiverged.after("embedding", epoch, getattr(pl_module.hparams, "lr", None))
         pred = kmeans(embedding, self.n_clusters, seed=self.seed)
         result = {"embedding": embedding, "pred_unrefined": pred, "pred": pred}
         if self.radius > 0 and getattr(self.batch, "coords", None) is not None:

@@ -15,6 +15,18 @@ class UserError(Exception):
     exit_code = 2
 
 
+class TrainingDiverged(UserError):
+    """The loss or the embedding became NaN or infinite: the settings (usually the learning rate) are too
+    aggressive for this data. Raised instead of letting k-means or the optimiser fail on NaNs later."""
+
+    @classmethod
+    def after(cls, what: str, epoch: int | None, lr: float | None) -> "TrainingDiverged":
+        when = f" at epoch {epoch}" if epoch is not None else ""
+        rate = f" (lr = {lr:g})" if lr is not None else ""
+        return cls(f"training diverged: the {what} is NaN or infinite{when}{rate}; lower --lr, "
+                   "or check the input for extreme values")
+
+
 def run_entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a command-line ``main``: a :class:`UserError` becomes one line on stderr and its exit code."""
     try:

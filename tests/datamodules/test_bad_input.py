@@ -80,6 +80,7 @@ CASES = {
     "malformed_cellblast": Case(["--data", "{d}/cellblast_bad.h5"], ["not a valid Cell BLAST data.h5"]),
     "negative_checkpoint_every": Case(["--dataset", "pbmc68k", "--checkpoint-every", "-3"], ["checkpoint_every must be ≥ 0"]),
     "negative_seed": Case(["--dataset", "pbmc68k", "--seed", "-1"], ["seeds must be in 0 …", "got -1"]),
+    "diverging_lr": Case(["--dataset", "pbmc68k", "--lr", "1e8"], ["training diverged", "NaN or infinite at epoch 1", "lower --lr"]),
     "visium_without_positions": Case(["--data", "{d}/visium_no_positions"], ["spot coordinates"]),
 }
 IN_DEFAULT_RUN = ["unknown_dataset", "missing_file_download_fails", "corrupt_h5ad", "n_clusters_above_cells"]

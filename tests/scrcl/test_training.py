@@ -175,6 +175,19 @@ def test_zero_means_only_at_the_end_for_checkpoints_and_umaps():
     assert (config["checkpoint_every"], config["umap_every"], config["seed"], config["gene_dim"]) == (0, 0, 0, 1)
 
 
+@pytest.mark.parametrize("eval_every, what, epoch", [(1, "embedding", 1), (5, "loss", 2)])
+def test_a_diverging_run_stops_with_one_user_error(pbmc, eval_every, what, epoch):
+    """lr = 1e8 turns the weights to NaN in one step: the next evaluation (k-means) or the next loss says so,
+    instead of sklearn's 'Input X contains NaN' traceback or 500 epochs of NaN."""
+    from scrcl.errors import TrainingDiverged
+
+    config, datamodule = pbmc
+    with pytest.raises(TrainingDiverged) as err:
+        runner.train_one({**config, "lr": 1e8, "epochs": 3, "eval_every": eval_every}, datamodule, seed=7, run_dir=None)
+    assert str(err.value) == (f"training diverged: the {what} is NaN or infinite at epoch {epoch} (lr = 1e+08); "
+                              "lower --lr, or check the input for extreme values")
+
+
 def test_training_writes_its_checkpoints_without_the_system_temp_dir(pbmc, tmp_path, monkeypatch):
     """train_one saves through AtomicCheckpointIO: checkpoints land whole even with $TMPDIR unusable."""
     import tempfile

@@ -5,7 +5,7 @@
   python evaluate.py RUN_DIR --analyses            ... and write UMAPs, marker genes, PAGA to RUN_DIR/analyses/
   python evaluate.py --pred P --dataset NAME       a predicted-label file against a dataset's labels
   python evaluate.py --pred P --labels T --label-key COL   ... against a label table (TSV/CSV)
-  python evaluate.py --aggregate RUN_DIR... [--table OUT.md]   mean ± std per dataset and metric
+  python evaluate.py --aggregate RUN_DIR... [--table OUT.md]   mean ± std per dataset, settings and metric
 
 Predicted-label files: one label per line (.txt/.csv), or a MATLAB .mat (key ``--pred-key``, default
 the first array; the reference code's ``pred_label_dict_*.mat``). They are matched to the labelled
@@ -113,26 +113,61 @@ def _has_labels(run_dir: Path) -> bool:
 
 
 def collect_runs(paths: list[Path]) -> list[dict]:
+    """Every metrics.json under ``paths``, each with its run's settings (``config.yaml`` beside it) as
+    ``_settings``: the keys that change what a run computes (seed and bookkeeping keys left out), or
+    None where the run directory has no config.yaml."""
+    import yaml
+
+    from scrcl.config import RUN_DEFAULTS
+    from scrcl.launcher import IGNORED_KEYS
+
     runs = []
     for root in paths:
         for metrics_path in sorted(Path(root).rglob("metrics.json")):
-            runs.append(json.loads(metrics_path.read_text()))
+            run = json.loads(metrics_path.read_text())
+            config_path = metrics_path.parent / "config.yaml"
+            settings = None
+            if config_path.exists():
+                config = {**RUN_DEFAULTS, **(yaml.safe_load(config_path.read_text()) or {})}
+                settings = {k: v for k, v in config.items() if k not in IGNORED_KEYS | NOT_SETTINGS}
+            runs.append({**run, "_settings": settings})
     if not runs:
         raise UserError(f"no metrics.json under {', '.join(map(str, paths))}")
     return runs
 
 
+# Besides the launchers' IGNORED_KEYS: the seed (what a row averages over) and where the data came from.
+NOT_SETTINGS = frozenset({"seed", "seeds", "dataset", "data"})
+
+
+def _frozen(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
 def aggregate_table(runs: list[dict]) -> str:
-    """Markdown: one row per dataset, mean ± std over its runs (final-epoch figures)."""
-    by_dataset: dict[str, list[dict]] = {}
+    """Markdown: one row per dataset and settings, mean ± std over its runs (final-epoch figures).
+
+    Runs of one dataset with other settings (an ablation variant, a sweep value, another epoch count)
+    are never averaged together: each combination is its own row, and the ``settings`` column names
+    the keys that differ between that dataset's rows."""
+    groups: dict[tuple, list[dict]] = {}
     for run in runs:
-        by_dataset.setdefault(run.get("dataset", "?"), []).append(run)
-    lines = ["| dataset | runs | " + " | ".join(k.upper() for k in SCORES) + " |", "|---|---|" + "---|" * len(SCORES)]
-    for name, group in sorted(by_dataset.items()):
-        cells = []
-        for key in SCORES:
-            cells.append(mean_std_text(r[key] for r in group if key in r))
-        lines.append(f"| {name} | {len(group)} | " + " | ".join(cells) + " |")
+        settings = run.get("_settings")
+        key = (run.get("dataset") or "?", None if settings is None else tuple(sorted((k, _frozen(v)) for k, v in settings.items())))
+        groups.setdefault(key, []).append(run)
+    varying: dict[str, list[str]] = {}
+    for (name, settings), _ in groups.items():
+        known = [dict(s) for (n, s) in groups if n == name and s is not None]
+        varying[name] = sorted({k for d in known for k in d if any(d.get(k) != other.get(k) for other in known)})
+    lines = ["| dataset | runs | " + " | ".join(k.upper() for k in SCORES) + " | settings |", "|---|---|" + "---|" * (len(SCORES) + 1)]
+    for (name, settings), group in sorted(groups.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        cells = [mean_std_text(r[key] for r in group if key in r) for key in SCORES]
+        if settings is None:
+            described = "no config.yaml"
+        else:
+            values = dict(settings)
+            described = ", ".join(f"{k}={list(values[k]) if isinstance(values[k], tuple) else values[k]}" for k in varying[name]) or "–"
+        lines.append(f"| {name} | {len(group)} | " + " | ".join(cells) + f" | {described} |")
     return "\n".join(lines) + "\n"
 
 

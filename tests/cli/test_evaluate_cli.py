@@ -44,3 +44,33 @@ def test_wrong_length_is_one_line(tmp_path, data_dir):
     proc = evaluate("--pred", tmp_path / "short.txt", "--dataset", "pbmc10x", "--data-dir", data_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "3 predictions" in proc.stderr
+
+
+def test_aggregate_never_averages_runs_with_other_settings(tmp_path):
+    """An ablation or sweep directory holds one dataset under several settings: each gets its own row."""
+    import json
+
+    import yaml
+
+    def run(name, seed, ari, **settings):
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        config = {"dataset": "pbmc10x", "seed": seed, "alpha": 100.0, "beta": 1.0, "tms": [2, 0], "output": str(d.parent),
+                  "run_name": name, "umap": True, **settings}
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+        (d / "metrics.json").write_text(json.dumps({"dataset": "pbmc10x", "seed": seed, "acc": ari, "nmi": ari, "ari": ari, "f1": ari}))
+
+    run("full-seed5", 5, 0.70)
+    run("full-seed15", 15, 0.80, umap=False, output="/elsewhere")  # bookkeeping keys do not split a row
+    run("no_cvc-seed5", 5, 0.40, beta=0.0)
+    (tmp_path / "runs" / "loose").mkdir()
+    (tmp_path / "runs" / "loose" / "metrics.json").write_text(json.dumps({"dataset": "pollen", "acc": 0.5, "nmi": 0.5, "ari": 0.5, "f1": 0.5}))
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--aggregate", str(tmp_path / "runs")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| pbmc10x") or line.startswith("| pollen")]
+    assert rows == [
+        "| pbmc10x | 1 | 0.4000 | 0.4000 | 0.4000 | 0.4000 | beta=0.0 |",
+        "| pbmc10x | 2 | 0.7500 ± 0.0500 | 0.7500 ± 0.0500 | 0.7500 ± 0.0500 | 0.7500 ± 0.0500 | beta=1.0 |",
+        "| pollen | 1 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | no config.yaml |",
+    ], proc.stdout

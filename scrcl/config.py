@@ -204,4 +204,8 @@ def check_seed(seed: int) -> int:
 
 def parse_seeds(value) -> list[int]:
     """A seed list like 5,15,25, each checked against numpy's range before any run starts."""
-    return [check_seed(seed) for seed in parse_int_list(value, "seeds")]
+    seeds = [check_seed(seed) for seed in parse_int_list(value, "seeds")]
+    twice = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if twice:
+        raise UserError(f"seeds lists {', '.join(map(str, twice))} more than once; each seed is one run")
+    return seeds

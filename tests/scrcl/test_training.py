@@ -161,6 +161,7 @@ def test_switches_must_be_true_or_false(key):
     ("seed", -1, "seeds must be in 0 … 4294967295 (numpy's range), got -1"),  # was numpy's traceback
     ("seed", 2**32, "seeds must be in 0 … 4294967295 (numpy's range), got 4294967296"),
     ("seeds", "5,-15", "seeds must be in 0 … 4294967295 (numpy's range), got -15"),
+    ("seeds", "5,15,5", "seeds lists 5 more than once; each seed is one run"),  # the sweep said "two trials share a run directory"
     ("hidden_dim", "1.5k", "hidden_dim must be an integer, got '1.5k'"),
     ("lr", "fast", "lr must be a number, got 'fast'"),
 ])

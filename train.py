@@ -56,7 +56,7 @@ FLAGS = [
     ("umap-every", int, "UMAP plot every N evaluations (0 = only at the end)"),
     ("checkpoint-every", int, "checkpoint every N epochs (0 = only at the end)"),
     ("accelerator", str, "auto | cpu | gpu"),
-    ("devices", int, "number of devices"),
+    ("devices", int, "devices for the run: 1 (a run is one full-graph batch; use several GPUs with scrcl.sweep/ablate --gpus)"),
     ("precision", str, "32-true | bf16-mixed | 16-mixed"),
     ("logger", str, "wandb (offline unless WANDB_MODE says otherwise) | csv | none; a CSV log is always written"),
     ("output", str, "directory for run directories (default: runs)"),

@@ -155,6 +155,13 @@ def validate(config: dict) -> dict:
             raise UserError(f"{key} must be ≥ 0 (0: only at the end), got {out[key]}")
     if out.get("seed") is not None:
         check_seed(out["seed"])
+    devices = out.get("devices", 1)
+    if not (devices == 1 or (isinstance(devices, list) and len(devices) == 1)):
+        # Lightning would start DDP: every rank trains the same one-batch graph (no speed-up), and train.py's
+        # other ranks each claim the run directory, fail, and leave rank 0 waiting for them forever.
+        raise UserError(f"devices = {devices!r}: scRCL trains on the whole graph in one batch, so a run uses one device; "
+                        "to use several GPUs, run trials side by side: python -m scrcl.sweep / scrcl.ablate --gpus 0,1,2,3 "
+                        "(or one train.py per GPU with CUDA_VISIBLE_DEVICES)")
     if out.get("n_clusters") is not None and out["n_clusters"] < 2:
         raise UserError(f"n_clusters must be at least 2, got {out['n_clusters']}")
     if not 0 <= out["dropout"] < 1:

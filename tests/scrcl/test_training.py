@@ -164,6 +164,9 @@ def test_switches_must_be_true_or_false(key):
     ("seeds", "5,15,5", "seeds lists 5 more than once; each seed is one run"),  # the sweep said "two trials share a run directory"
     ("hidden_dim", "1.5k", "hidden_dim must be an integer, got '1.5k'"),
     ("lr", "fast", "lr must be a number, got 'fast'"),
+    ("devices", 2, "devices = 2: scRCL trains on the whole graph in one batch, so a run uses one device; to use several GPUs, "
+                   "run trials side by side: python -m scrcl.sweep / scrcl.ablate --gpus 0,1,2,3 (or one train.py per GPU with "
+                   "CUDA_VISIBLE_DEVICES)"),  # was a hang: DDP's second rank failed on the run directory, rank 0 waited
 ])
 def test_out_of_range_settings_are_one_user_error(key, value, message):
     with pytest.raises(UserError) as err:

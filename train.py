@@ -101,7 +101,14 @@ def main(argv=None) -> int:
             config_path = os.path.join(run_dir, "config.yaml")
             if not os.path.exists(config_path):
                 raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
-            config = resolve_config(config_file=config_path, overrides={k: v for k, v in overrides.items() if k in ("progress", "umap", "accelerator", "devices")})
+            kept = ("progress", "umap", "accelerator", "devices", "data_dir", "cache")  # how it runs, not what it computes
+            changed = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in kept]
+            if args.config:
+                changed.append("--config")
+            if changed:  # these were silently ignored: the run continued with its own settings
+                raise UserError(f"--resume continues {args.resume} with the settings in its config.yaml; {', '.join(changed)} "
+                                "cannot change them (start a new run for other settings)")
+            config = resolve_config(config_file=config_path, overrides={k: v for k, v in overrides.items() if k in kept})
             result = runner.run(config, resume_dir=run_dir)
         else:
             if not (overrides["dataset"] or overrides["data"]):

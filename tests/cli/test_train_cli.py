@@ -217,3 +217,16 @@ def test_resume_after_a_real_kill_ends_like_an_uninterrupted_run(tmp_path, data_
     assert [int(r["epoch"]) for r in rows["b"]] == [int(r["epoch"]) for r in rows["a"]] == list(range(epochs))
     assert [float(r["train/loss"]) for r in rows["b"]] == pytest.approx([float(r["train/loss"]) for r in rows["a"]], rel=1e-6)
     assert "exists and is not empty" not in resumed.stderr
+
+
+def test_resume_refuses_flags_that_would_change_the_run(tmp_path):
+    """--resume RUN --epochs 1000 used to continue with the run's own 500 epochs, saying nothing."""
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("dataset: pbmc68k\nepochs: 2\n")
+    proc = run(["--resume", run_dir, "--epochs", "1000", "--lr", "1e-3", "--no-progress"], tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: --resume continues {run_dir} with the settings in its config.yaml; --epochs, --lr cannot change them "
+        "(start a new run for other settings)"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]

@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             if not os.path.exists(config_path):
                 raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
             kept = ("progress", "umap", "accelerator", "devices", "data_dir", "cache")  # how it runs, not what it computes
-            changed = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in kept]
+            changed = [f"--{'no-' if k == 'refine' else ''}{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in kept]
             if args.config:
                 changed.append("--config")
             if changed:  # these were silently ignored: the run continued with its own settings

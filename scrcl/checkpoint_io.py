@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -27,8 +28,7 @@ from scrcl.atomic import atomic_path
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
-        fs = get_filesystem(path)
-        if storage_options is not None or "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_path(path, suffix=".tmp") as tmp:
             torch.save(checkpoint, tmp)

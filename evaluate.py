@@ -140,33 +140,25 @@ def collect_runs(paths: list[Path]) -> list[dict]:
 NOT_SETTINGS = frozenset({"seed", "seeds", "dataset", "data"})
 
 
-def _frozen(value):
-    return tuple(value) if isinstance(value, list) else value
-
-
 def aggregate_table(runs: list[dict]) -> str:
     """Markdown: one row per dataset and settings, mean ± std over its runs (final-epoch figures).
 
     Runs of one dataset with other settings (an ablation variant, a sweep value, another epoch count)
     are never averaged together: each combination is its own row, and the ``settings`` column names
     the keys that differ between that dataset's rows."""
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         settings = run.get("_settings")
-        key = (run.get("dataset") or "?", None if settings is None else tuple(sorted((k, _frozen(v)) for k, v in settings.items())))
-        groups.setdefault(key, []).append(run)
+        groups.setdefault((run.get("dataset") or "?", "" if settings is None else json.dumps(settings, sort_keys=True)), []).append(run)
     varying: dict[str, list[str]] = {}
-    for (name, settings), _ in groups.items():
-        known = [dict(s) for (n, s) in groups if n == name and s is not None]
-        varying[name] = sorted({k for d in known for k in d if any(d.get(k) != other.get(k) for other in known)})
+    for name in {name for name, _ in groups}:
+        known = [json.loads(s) for n, s in groups if n == name and s]
+        varying[name] = sorted(k for k in set().union(*known) if len({json.dumps(d.get(k)) for d in known}) > 1)
     lines = ["| dataset | runs | " + " | ".join(k.upper() for k in SCORES) + " | settings |", "|---|---|" + "---|" * (len(SCORES) + 1)]
-    for (name, settings), group in sorted(groups.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+    for (name, settings), group in sorted(groups.items()):
         cells = [mean_std_text(r[key] for r in group if key in r) for key in SCORES]
-        if settings is None:
-            described = "no config.yaml"
-        else:
-            values = dict(settings)
-            described = ", ".join(f"{k}={list(values[k]) if isinstance(values[k], tuple) else values[k]}" for k in varying[name]) or "–"
+        values = json.loads(settings) if settings else None
+        described = "no config.yaml" if values is None else ", ".join(f"{k}={values.get(k)}" for k in varying[name]) or "–"
         lines.append(f"| {name} | {len(group)} | " + " | ".join(cells) + f" | {described} |")
     return "\n".join(lines) + "\n"
 

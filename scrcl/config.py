@@ -46,7 +46,7 @@ RUN_DEFAULTS = {
 
 TYPES = {
     "hvg": int, "k": int, "gene_k": int, "hidden_dim": int, "epochs": int, "seed": int, "eval_every": int,
-    "umap_every": int, "checkpoint_every": int, "radius": int, "n_clusters": int, "graph_pcs": int,
+    "umap_every": int, "checkpoint_every": int, "radius": int, "n_clusters": int, "graph_pcs": int, "gene_dim": int,
     "lr": float, "weight_decay": float, "dropout": float, "alpha": float, "beta": float, "tau": float, "hea_weight": float,
 }
 BOOLS = ("refine", "cache", "progress", "umap")
@@ -142,11 +142,6 @@ def validate(config: dict) -> dict:
     out["tms"] = parse_pair(out.get("tms", (0, 0)), "tms")
     if out.get("seeds") is not None:
         out["seeds"] = parse_seeds(out["seeds"])
-    if out.get("gene_dim") is not None:
-        try:
-            out["gene_dim"] = int(out["gene_dim"])
-        except (TypeError, ValueError):
-            raise UserError(f"gene_dim must be an integer, got {out['gene_dim']!r}")
     for key in ("hvg", "k", "gene_k", "hidden_dim", "epochs", "eval_every", "gene_dim"):
         if out.get(key) is not None and out[key] < 1:
             raise UserError(f"{key} must be at least 1, got {out[key]}")

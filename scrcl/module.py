@@ -47,7 +47,7 @@ class ScRCLModule(L.LightningModule):
             out["e_m"], out["e_g"], out["z_m"], out["z_g"], batch.cell_graph,
             alpha=hp.alpha, beta=hp.beta, tau=hp.tau, hea_weight=hp.hea_weight, impl=hp.loss_impl,
         )
-        if not torch.isfinite(terms["loss"]):  # one scalar per epoch (full-graph batches): the check costs nothing
+        if not torch.isfinite(terms["loss"]):  # one step per epoch (full-graph batch); the progress bar reads the loss each step anyway
             raise TrainingDiverged.after("loss", self.current_epoch + 1, hp.lr)
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", on_step=False, on_epoch=True, batch_size=1)

@@ -60,6 +60,9 @@ def read_trials(batch: Path, metric: str) -> dict[str, dict[int, dict]]:
         if not match or not (run / "metrics.json").is_file() or not (run / "history.csv").is_file():
             continue  # not a trial, or not finished
         final = json.loads((run / "metrics.json").read_text())
+        if final.get(metric) is None:
+            raise UserError(f"{run}/metrics.json has no '{metric}': the run had no labels to score it against, "
+                            "so there is no trajectory to show")
         history: dict[int, float] = {}
         with (run / "history.csv").open() as handle:
             for row in csv.DictReader(handle):

@@ -80,6 +80,8 @@ def test_output_file_is_written_whole(batch, tmp_path, capsys):
     (lambda p: (p / "b").mkdir(), ["--epochs", "10"], "holds no finished trial"),
     (lambda p: _trial(p / "b", "full-seed5", {10: 0.5}), ["--epochs", "ten"], "comma-separated list of whole epoch numbers"),
     (lambda p: _trial(p / "b", "full-seed5", {10: 0.5}), ["--epochs", "0,10"], "epoch numbers of 1 or more"),
+    (lambda p: (_trial(p / "b", "full-seed5", {10: 0.5}), (p / "b" / "full-seed5" / "metrics.json").write_text("{}")),
+     ["--epochs", "10"], "had no labels"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make, args, message):
     make(tmp_path)

@@ -22,12 +22,14 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from statistics import fmean
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scrcl.ablate import DEFAULT_FILE, load_variants  # noqa: E402
 from scrcl.atomic import atomic_write_text  # noqa: E402
+from scrcl.config import parse_int_list  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
 METRICS = ("acc", "nmi", "ari", "f1")
@@ -41,11 +43,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_epochs(text: str) -> list[int]:
-    try:
-        epochs = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--epochs must be a comma-separated list of whole epoch numbers, e.g. 10,50,100 (got {text!r})") from None
-    if not epochs or any(e < 1 for e in epochs):
+    epochs = parse_int_list(text, "--epochs")
+    if any(e < 1 for e in epochs):
         raise UserError(f"--epochs needs epoch numbers of 1 or more, e.g. 10,50,100 (got {text!r})")
     return sorted(set(epochs))
 
@@ -82,10 +81,6 @@ def ordered(trials: dict, variants_file: Path) -> list[str]:
     return listed + sorted(name for name in trials if name not in listed)
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def table_rows(trials: dict, names: list[str], epochs: list[int]) -> list[dict]:
     rows = []
     for name in names:
@@ -93,10 +88,10 @@ def table_rows(trials: dict, names: list[str], epochs: list[int]) -> list[dict]:
         at = {}
         for epoch in epochs:
             values = [run["history"][epoch] for run in runs.values() if epoch in run["history"]]
-            at[epoch] = _mean(values) if len(values) == len(runs) else None  # a mean over fewer runs would mislead
+            at[epoch] = fmean(values) if len(values) == len(runs) else None  # a mean over fewer runs would mislead
         best = [max(run["history"].values()) if run["history"] else run["final"] for run in runs.values()]
-        rows.append({"variant": name, "seeds": sorted(runs), "at": at, "final": _mean([r["final"] for r in runs.values()]),
-                     "final_epochs": sorted({r["final_epoch"] for r in runs.values()}), "best": _mean(best)})
+        rows.append({"variant": name, "seeds": sorted(runs), "at": at, "final": fmean([r["final"] for r in runs.values()]),
+                     "final_epochs": sorted({r["final_epoch"] for r in runs.values()}), "best": fmean(best)})
     return rows
 
 

@@ -78,7 +78,7 @@ def test_output_file_is_written_whole(batch, tmp_path, capsys):
 @pytest.mark.parametrize("make, args, message", [
     (lambda p: None, ["--epochs", "10"], "is not a directory"),
     (lambda p: (p / "b").mkdir(), ["--epochs", "10"], "holds no finished trial"),
-    (lambda p: _trial(p / "b", "full-seed5", {10: 0.5}), ["--epochs", "ten"], "comma-separated list of whole epoch numbers"),
+    (lambda p: _trial(p / "b", "full-seed5", {10: 0.5}), ["--epochs", "ten"], "--epochs must be integers like"),  # scrcl.config.parse_int_list's message
     (lambda p: _trial(p / "b", "full-seed5", {10: 0.5}), ["--epochs", "0,10"], "epoch numbers of 1 or more"),
     (lambda p: (_trial(p / "b", "full-seed5", {10: 0.5}), (p / "b" / "full-seed5" / "metrics.json").write_text("{}")),
      ["--epochs", "10"], "had no labels"),

@@ -3,7 +3,7 @@
 registry/file → load → preprocess → graphs → a PyG ``Data`` holding
 ``x`` (N, h) model input, ``x_mlp`` = F^{t₁}X and ``x_gnn`` = F^{t₂}X (N, h), ``cell_graph`` A
 (N, N, sparse CSR, binary, no self loops), ``cell_filter`` F (N, N, sparse CSR), ``gene_filter``
-F_G (h, h, sparse CSR), ``y`` (N,) int64 label codes (-1 = no label) when labels exist, ``coords``
+F_G (h, h, sparse CSR; of Gᵀ, so that row j gathers from the genes i → j of the directed gene graph G), ``y`` (N,) int64 label codes (-1 = no label) when labels exist, ``coords``
 (N, 2) when spatial. The preprocessed AnnData with both graphs is cached on disk, keyed by the
 source file(s) and every preprocessing parameter, so a second run skips straight to the batch.
 """
@@ -29,7 +29,7 @@ from datamodules.preprocess import preprocess
 from scrcl.atomic import atomic_path
 from scrcl.errors import UserError
 
-CACHE_VERSION = 4  # bump when preprocessing or graph building changes
+CACHE_VERSION = 5  # bump when preprocessing or graph building changes
 
 
 def cache_dir() -> Path:
@@ -122,14 +122,16 @@ class ScRCLDataModule(L.LightningDataModule):
         prepared = preprocess(loaded.adata, task=loaded.task, input=params["input"], hvg=params["hvg"], drop_unlabelled=loaded.task == "st")
         if prepared.n_obs < params["k"] + 1:
             raise UserError(f"only {prepared.n_obs} cells left after filtering but k = {params['k']}; use a smaller --k")
+        # the gene graph first: it is cheap, and too few genes for it should stop the run before the cell graph
+        if params["gene_graph"] == "identity":
+            gene_graph = sp.csr_matrix((prepared.n_vars, prepared.n_vars), dtype=np.float32)
+        else:
+            gene_graph = graphs.gene_graph(prepared.X, params["gene_k"], symmetric=params["gene_graph"] == "knn_symmetric",
+                                           sparse=prepared.uns["preprocess"]["input_used"] != "scaled")
         if loaded.task == "st":
             cell_graph = graphs.spatial_graph(prepared.obsm["spatial"], params["k"])
         else:
             cell_graph = graphs.expression_graph(prepared.layers["lognorm"], params["k"], n_pcs=params.get("graph_pcs"))
-        if params["gene_graph"] == "identity":
-            gene_graph = sp.csr_matrix((prepared.n_vars, prepared.n_vars), dtype=np.float32)
-        else:
-            gene_graph = graphs.gene_graph(prepared.X, params["gene_k"])
         prepared.obsp["cell_graph"] = cell_graph
         prepared.varp["gene_graph"] = gene_graph
         prepared.uns["provenance"] = json.dumps(loaded.provenance)
@@ -209,7 +211,8 @@ class ScRCLDataModule(L.LightningDataModule):
         x = np.asarray(prepared.X, dtype=np.float32)
         cell_graph = prepared.obsp["cell_graph"].tocsr()
         cell_filter = graphs.normalized_adjacency(cell_graph)
-        gene_filter = graphs.normalized_adjacency(prepared.varp["gene_graph"].tocsr())
+        # PyG's GCNConv sends i → j and counts degrees at the target: the propagation matrix of Gᵀ.
+        gene_filter = graphs.normalized_adjacency(prepared.varp["gene_graph"].T.tocsr())
         t_mlp, t_gnn = self.tms
         x_mlp = graphs.smooth(cell_filter, x, t_mlp)
         x_gnn = x_mlp if t_gnn == t_mlp else graphs.smooth(cell_filter, x, t_gnn)

@@ -1,13 +1,16 @@
-"""The graphs of METHOD.md §2 (Algorithm 1, step 1), all sparse: no dense N×N array anywhere.
+"""The graphs of METHOD.md §2 (Algorithm 1, step 1), as the reference builds them; all sparse.
 
-- cell graph A (scRNA-seq): k nearest cells by cosine on the log-normalised HVGs (PCA-50 first
-  when N ≥ 10 000);
-- cell graph A (spatial): k nearest spots by Euclidean distance on ``obsm['spatial']``;
-- gene graph G: k_g nearest genes (self included) by Euclidean distance on Xᵀ;
+- cell graph A (scRNA-seq): scanpy's cosine neighbours on the log-normalised HVGs (PCA-50 first when N ≥ 10 000),
+  where ``k`` counts the cell itself as scanpy's ``n_neighbors`` does: each cell gets its k − 1
+  nearest others;
+- cell graph A (spatial): each spot's k nearest *other* spots by Euclidean distance on
+  ``obsm['spatial']``, ties broken as the reference breaks them (:func:`spatial_neighbours`);
+- gene graph G: k_g nearest genes (self included) by Euclidean distance on Xᵀ, **directed** as
+  scikit-learn returns it (i → j when j is among i's nearest); ``symmetric=True`` gives max(G, Gᵀ);
 - the low-pass filter F = D̃^{-1/2} (A + I) D̃^{-1/2} and the smoothed view inputs F^t X.
 
-Every graph is binary, symmetric (A = max(A, Aᵀ)) and stores no self loops (the GCN and the losses
-add I themselves).
+Every graph is binary and stores no self loops (the GCN and the losses add I themselves); the cell
+graphs are symmetric (A = max(A, Aᵀ)).
 """
 
 from __future__ import annotations
@@ -17,34 +20,95 @@ import scipy.sparse as sp
 
 from scrcl.errors import UserError
 
-EXACT_KNN_MAX = 50_000  # above this, approximate neighbours (pynndescent): exact search is O(N²)
 PCA_MIN_CELLS = 10_000
+# Up to this many spots, spatial neighbours come from sorting each spot's whole distance row, as the reference
+# does (its tie order on a regular grid decides which of several equidistant spots is kept); above it, a kd-tree.
+SORTED_NEIGHBOURS_MAX = 20_000
 
 
-def knn_graph(features, k: int, metric: str = "euclidean", seed: int = 0) -> sp.csr_matrix:
-    """Binary symmetric kNN graph (N, N) over the rows of ``features``; self excluded."""
-    n = features.shape[0]
+def expression_graph(lognorm, k: int, seed: int = 0, n_pcs: int | None = None) -> sp.csr_matrix:
+    """scRNA-seq cell graph (N, N): the reference's call, scanpy's ``neighbors(n_neighbors=k, method='gauss',
+    metric='cosine')`` on the log-normalised HVGs, its connectivities binarised, without the diagonal.
+
+    ``k`` counts the cell itself, as scanpy's ``n_neighbors`` does: a cell gets its k − 1 nearest others, and the
+    graph is their union A = max(A, Aᵀ). Up to 4 095 cells scanpy's search is exact; from 4 096 it is
+    pynndescent's approximate one (``random_state`` = ``seed``, 0 as the reference leaves it), which this
+    reproduces by calling scanpy rather than searching itself.
+    ``n_pcs`` None: the reference's rule, scanpy's PCA-50 first only when N ≥ ``PCA_MIN_CELLS``; 0: always on
+    the HVGs themselves; P > 0: always on the first P principal components."""
+    import anndata as ad
+    import scanpy as sc
+
+    n = lognorm.shape[0]
+    if k < 2:
+        raise UserError(f"k = {k}: on scRNA-seq data k counts the cell itself (as scanpy's n_neighbors), so it must be at least 2")
+    if n < k:
+        raise UserError(f"only {n} cells but k = {k} (the cell itself and {k - 1} others) was asked for; use a smaller --k or more cells")
+    if n_pcs is None:
+        n_pcs = 50 if n >= PCA_MIN_CELLS else 0
+    cells = ad.AnnData(sp.csr_matrix(lognorm, dtype=np.float32) if sp.issparse(lognorm) else np.asarray(lognorm, dtype=np.float32))
+    rep = "X"
+    if n_pcs > 0:
+        sc.pp.pca(cells, n_comps=min(n_pcs, min(cells.shape) - 1), random_state=seed)
+        rep = "X_pca"
+    sc.pp.neighbors(cells, n_neighbors=k, method="gauss", metric="cosine", use_rep=rep, random_state=seed)
+    edges = sp.coo_matrix(cells.obsp["connectivities"])
+    return _symmetric_binary(n, edges.row, edges.col)
+
+
+def spatial_neighbours(coords, k: int) -> np.ndarray:
+    """(N, k) indices of each spot's ``k`` nearest other spots, nearest first, in the reference's order.
+
+    The reference sorts each spot's row of Euclidean distances with numpy's default ``argsort`` and drops the
+    first entry (the spot itself). On a Visium grid many spots are equidistant, and that sort's order among
+    them decides which are kept at the k-th place (and, in the vote, which label is met first), so it is
+    reproduced here: row blocks of the distance matrix (about 128 MB each), each row sorted the same way.
+    Above ``SORTED_NEIGHBOURS_MAX`` spots a kd-tree gives the same neighbour sets except at such ties, which
+    go to the lower index.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    n = coords.shape[0]
     if k < 1:
         raise UserError(f"the number of neighbours must be at least 1, got {k}")
     if n < k + 1:
-        raise UserError(f"only {n} cells (spots) but k = {k} neighbours were asked for; use a smaller --k or more cells")
-    if n > EXACT_KNN_MAX:
-        from pynndescent import NNDescent
+        raise UserError(f"only {n} spots but k = {k} neighbours were asked for; use a smaller --k or more spots")
+    if n > SORTED_NEIGHBOURS_MAX:
+        return _nearest_others_kdtree(coords, k)
+    from scipy.spatial.distance import cdist
 
-        index = NNDescent(features, n_neighbors=k + 1, metric=metric, random_state=seed, n_jobs=1)
-        neighbours, _ = index.neighbor_graph
-    else:
-        from sklearn.neighbors import NearestNeighbors
+    out = np.empty((n, k), dtype=np.int64)
+    step = max(1, (1 << 24) // n)
+    for r0 in range(0, n, step):
+        order = np.argsort(cdist(coords[r0 : r0 + step], coords), axis=1)  # numpy's default sort, as the reference
+        out[r0 : r0 + step] = order[:, 1 : k + 1]
+    return out
 
-        algorithm = "brute" if metric == "cosine" else "auto"
-        nn = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm=algorithm).fit(features)
-        neighbours = nn.kneighbors(features, return_distance=False)
-    rows = np.arange(n)[:, None]
-    # Drop each row's own index; with duplicate points it need not come first, so mask it and keep k.
-    not_self = neighbours != rows
-    order = np.argsort(~not_self, axis=1, kind="stable")[:, :k]
-    cols = np.take_along_axis(neighbours, order, axis=1)
-    graph = sp.csr_matrix((np.ones(n * k, dtype=np.float32), (np.repeat(np.arange(n), k), cols.ravel())), shape=(n, n))
+
+def _nearest_others_kdtree(coords: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) nearest other spots ordered by (distance, index), with O(N·k) memory: the (k+1)-th smallest
+    distance from a spot (itself included) bounds a radius query, so ties at the edge are all seen."""
+    from sklearn.neighbors import KDTree
+
+    n = coords.shape[0]
+    tree = KDTree(coords)
+    kth = tree.query(coords, k=k + 1, return_distance=True)[0][:, -1]
+    # A hair of slack so rounding never drops an edge spot; the sort below keeps exactly the k nearest.
+    found, dist = tree.query_radius(coords, r=kth * (1 + 1e-9) + 1e-12, return_distance=True)
+    sizes = np.fromiter((len(f) for f in found), np.int64, n)
+    row = np.repeat(np.arange(n, dtype=np.int64), sizes)
+    idx = np.concatenate(found).astype(np.int64, copy=False)
+    dist = np.concatenate(dist)
+    other = idx != row
+    row, idx, dist = row[other], idx[other], dist[other]
+    order = np.lexsort((idx, dist, row))  # by spot, then distance, then index
+    row, idx = row[order], idx[order]
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    rank = np.arange(row.size) - np.repeat(starts, np.diff(np.r_[starts, row.size]))
+    return idx[rank < k].reshape(n, k)
+
+
+def _symmetric_binary(n: int, rows: np.ndarray, cols: np.ndarray) -> sp.csr_matrix:
+    graph = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n, n))
     graph = graph.maximum(graph.T).tocsr()
     graph.setdiag(0)
     graph.eliminate_zeros()
@@ -53,48 +117,51 @@ def knn_graph(features, k: int, metric: str = "euclidean", seed: int = 0) -> sp.
     return graph
 
 
-def expression_graph(lognorm, k: int, seed: int = 0, n_pcs: int | None = None) -> sp.csr_matrix:
-    """scRNA-seq cell graph: cosine kNN on log-normalised HVGs.
-
-    ``n_pcs`` None: the reference's rule, PCA-50 first only when N ≥ ``PCA_MIN_CELLS``; 0: always on the
-    HVGs themselves; P > 0: always on the first P principal components."""
-    n = lognorm.shape[0]
-    if n_pcs is None:
-        n_pcs = 50 if n >= PCA_MIN_CELLS else 0
-    if n_pcs > 0:
-        from sklearn.decomposition import PCA, TruncatedSVD
-
-        n_comp = min(n_pcs, min(lognorm.shape) - 1)
-        if sp.issparse(lognorm):
-            features = TruncatedSVD(n_comp, random_state=seed).fit_transform(lognorm)
-        else:
-            features = PCA(n_comp, random_state=seed).fit_transform(lognorm)
-    else:
-        features = lognorm.toarray() if sp.issparse(lognorm) else np.asarray(lognorm)
-    return knn_graph(np.asarray(features, dtype=np.float32), k, metric="cosine", seed=seed)
-
-
 def spatial_graph(coords, k: int) -> sp.csr_matrix:
-    """Spatial cell graph: k nearest spots by Euclidean distance on the coordinates."""
-    return knn_graph(np.asarray(coords, dtype=np.float64), k, metric="euclidean")
+    """Spatial cell graph: each spot's k nearest other spots by Euclidean distance (A = max(A, Aᵀ))."""
+    neighbours = spatial_neighbours(coords, k)
+    n = neighbours.shape[0]
+    return _symmetric_binary(n, np.repeat(np.arange(n), k), neighbours.ravel())
 
 
-def gene_graph(x, k_g: int = 5) -> sp.csr_matrix:
-    """Gene graph (h, h): k_g nearest genes, self included, on Xᵀ (each gene a vector over cells)."""
+def gene_graph(x, k_g: int = 5, symmetric: bool = False, sparse: bool = True) -> sp.csr_matrix:
+    """Gene graph G (h, h): each gene's k_g nearest genes, itself included, by Euclidean distance on Xᵀ.
+
+    scikit-learn's ``kneighbors_graph(Xᵀ, k_g, include_self=True)``, as the reference builds it: **directed**,
+    G[i, j] = 1 when gene j is among gene i's nearest (the gene GCN sends i → j, degrees counted at the target).
+    ``symmetric=True`` (the project's earlier variant) returns max(G, Gᵀ). Self loops are not stored (the GCN
+    adds them).
+
+    ``sparse``: search on Xᵀ as a sparse matrix (how the reference holds counts and log-normalised data) or dense
+    (its scaled spatial input). Integer counts put many genes at exactly equal distances, and scikit-learn's sparse
+    and dense distance computations order such ties differently, so the reference's holding decides which of
+    them are kept.
+    """
+    h = x.shape[1]
     if k_g <= 1:  # each gene's only neighbour is itself: no edges (the GCN adds the self loop)
-        return sp.csr_matrix((x.shape[1], x.shape[1]), dtype=np.float32)
-    genes = x.T.toarray() if sp.issparse(x) else np.ascontiguousarray(np.asarray(x).T)
-    k = k_g - 1
-    if genes.shape[0] < k + 1:
+        return sp.csr_matrix((h, h), dtype=np.float32)
+    if h < k_g:
         raise UserError(
-            f"only {genes.shape[0]} genes left after filtering but the gene graph needs k_g = {k_g} (self included); "
+            f"only {h} genes left after filtering but the gene graph needs k_g = {k_g} (self included); "
             "use a smaller --gene-k or give more genes"
         )
-    return knn_graph(genes, k, metric="euclidean")
+    from sklearn.neighbors import kneighbors_graph
+
+    genes = sp.csr_matrix(x.T) if sparse else (x.T.toarray() if sp.issparse(x) else np.ascontiguousarray(np.asarray(x).T))
+    graph = kneighbors_graph(genes, n_neighbors=k_g, mode="connectivity", include_self=True).tocsr().astype(np.float32)
+    if symmetric:
+        graph = graph.maximum(graph.T).tocsr()
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    graph.sort_indices()
+    return graph
 
 
 def normalized_adjacency(graph: sp.spmatrix) -> sp.csr_matrix:
-    """F = D̃^{-1/2} (A + I) D̃^{-1/2}, the GCN propagation matrix and low-pass filter."""
+    """F = D̃^{-1/2} (A + I) D̃^{-1/2}, the GCN propagation matrix and low-pass filter (degrees = row sums).
+
+    PyG's ``GCNConv`` over a directed edge list i → j gathers at the target j with degrees counted there;
+    that is this matrix of Gᵀ (row j holds j's sources), which is how the gene filter is built."""
     a_tilde = (graph + sp.identity(graph.shape[0], dtype=np.float32, format="csr")).tocsr()
     deg = np.asarray(a_tilde.sum(axis=1)).ravel()
     inv_sqrt = sp.diags(1.0 / np.sqrt(deg)).astype(np.float32)

@@ -4,7 +4,7 @@
 2. normalise each cell to 1e4 total counts and log1p — unless the input is already normalised
    (non-integer values), which is detected and never normalised twice;
 3. the top-h highly variable genes (scRNA-seq: scanpy's default on log data; spatial: ``seurat_v3``
-   on counts, as the reference code);
+   on the counts of all genes, before empty genes are removed, as the reference code);
 4. the model input, a config choice: ``counts`` (raw counts of the HVGs, the reference's scRNA-seq
    input), ``lognorm`` (the paper's text), ``scaled`` (lognorm scaled to unit variance without
    centring, clipped at 10: the reference's spatial input).
@@ -62,11 +62,22 @@ def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool 
                 f"{int(np.size(coords) - np.isfinite(coords).sum())} NaN/inf); fix them or drop those spots"
             )
     sc.pp.filter_cells(adata, min_genes=1)
+    if adata.n_obs == 0:
+        raise UserError("nothing is left after removing empty cells and genes: the expression matrix is all zeros")
+    counts = is_integer_valued(adata.X)
+    seurat_v3 = task == "st" and counts
+    if seurat_v3 and hvg < int((adata.X.getnnz(axis=0) if sp.issparse(adata.X) else np.count_nonzero(adata.X, axis=0)).astype(bool).sum()):
+        # The reference ranks seurat_v3 HVGs on the counts of every gene, empty ones included, and their presence
+        # changes the ranking (4 of 300 genes on a DLPFC strip), so rank before the empty genes go.
+        try:
+            sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=hvg)
+            adata.var["hvg_seurat_v3"] = adata.var["highly_variable"].to_numpy()
+        except ValueError:  # its loess fit fails on very few genes ("near singularities"): rank on log data below
+            pass
     sc.pp.filter_genes(adata, min_cells=1)
-    if adata.n_obs == 0 or adata.n_vars == 0:
+    if adata.n_vars == 0:
         raise UserError("nothing is left after removing empty cells and genes: the expression matrix is all zeros")
 
-    counts = is_integer_valued(adata.X)
     if counts:
         adata.layers["counts"] = adata.X.copy()
         sc.pp.normalize_total(adata, target_sum=1e4)
@@ -75,19 +86,16 @@ def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool 
 
     n_hvg = min(hvg, adata.n_vars)
     if n_hvg < adata.n_vars:
-        if task == "st" and counts:
-            try:
-                sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_hvg, layer="counts")
-            except ValueError:  # its loess fit fails on very few genes ("near singularities"): rank on log data
-                sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
+        if "hvg_seurat_v3" in adata.var:
+            keep = adata.var["hvg_seurat_v3"].to_numpy(dtype=bool)
         else:
             sc.pp.highly_variable_genes(adata, n_top_genes=n_hvg)
-        keep = adata.var["highly_variable"].to_numpy()
-        if keep.sum() > n_hvg:  # scanpy keeps every gene tied at the cut-off (small bins): take exactly h
-            score = adata.var["dispersions_norm"] if "dispersions_norm" in adata.var else -adata.var["highly_variable_rank"]
-            top = np.argsort(-np.nan_to_num(score.to_numpy(dtype=np.float64), nan=-np.inf), kind="stable")[:n_hvg]
-            keep = np.zeros_like(keep)
-            keep[top] = True
+            keep = adata.var["highly_variable"].to_numpy()
+            if keep.sum() > n_hvg:  # scanpy keeps every gene tied at the cut-off (small bins): take exactly h
+                score = adata.var["dispersions_norm"]
+                top = np.argsort(-np.nan_to_num(score.to_numpy(dtype=np.float64), nan=-np.inf), kind="stable")[:n_hvg]
+                keep = np.zeros_like(keep)
+                keep[top] = True
         adata = adata[:, keep].copy()
 
     used = input if (input != "counts" or counts) else "lognorm"  # no counts to give: use what there is

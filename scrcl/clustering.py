@@ -6,7 +6,6 @@ import numbers
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.neighbors import KDTree
 
 __all__ = ["kmeans", "refine_spatial"]
 
@@ -52,46 +51,17 @@ def kmeans(embedding: np.ndarray, n_clusters: int, seed: int, n_init: int = 10) 
     return model.fit_predict(x).astype(np.int64, copy=False)
 
 
-def _nearest_others(coords: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) indices of each spot's ``k`` nearest other spots, ordered by (distance, index).
-
-    Two kd-tree passes: the (k+1)-th smallest distance from a spot over all spots (itself at 0
-    included) is the k-th smallest over the others; every spot within it is then collected, so ties
-    at the edge are all seen and the lower indices win. Memory stays O(N * k) (plus equidistant ties).
-    """
-    coords = np.asarray(coords, dtype=np.float64)
-    n = coords.shape[0]
-    tree = KDTree(coords)
-    kth = tree.query(coords, k=k + 1, return_distance=True)[0][:, -1]
-    # A hair of slack so rounding never drops an edge spot; the sort below keeps exactly the k nearest.
-    found, dist = tree.query_radius(coords, r=kth * (1 + 1e-9) + 1e-12, return_distance=True)
-    sizes = np.fromiter((len(f) for f in found), np.int64, n)
-    row = np.repeat(np.arange(n, dtype=np.int64), sizes)
-    idx = np.concatenate(found).astype(np.int64, copy=False)
-    dist = np.concatenate(dist)
-    other = idx != row
-    row, idx, dist = row[other], idx[other], dist[other]
-    order = np.lexsort((idx, dist, row))  # by spot, then distance, then index
-    row, idx = row[order], idx[order]
-    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-    rank = np.arange(row.size) - np.repeat(starts, np.diff(np.r_[starts, row.size]))
-    return idx[rank < k].reshape(n, k)
-
-
 def refine_spatial(labels: np.ndarray, coords: np.ndarray, radius: int) -> np.ndarray:
-    """Relabel each spot by majority vote over itself and its ``radius`` nearest other spots.
+    """Relabel each spot by majority vote over its ``radius`` nearest *other* spots (METHOD.md §6).
 
-    Neighbours are found by Euclidean distance on ``coords`` (N, 2) with a kd-tree, so the cost is
-    O(N log N + N * radius) and no N x N matrix is built. The spot itself always votes, and is
-    excluded from its own neighbour list even when other spots share its coordinates. When several
-    spots are equally far at the edge of the neighbourhood (common on a regular Visium grid), the
-    ones with the lower index are taken, so the result does not depend on the tree's internals.
-    ``radius`` is capped at N - 1.
-
-    Ties in the vote keep the spot's own label if it is among the most frequent, otherwise the
-    smallest tied label. ``radius=0`` returns an unchanged copy. Returns a new array of the input's
-    dtype; the input is never modified.
+    The reference's rule: the spot itself does not vote; the most frequent label among its neighbours wins,
+    and a tie goes to the label met first going outwards (nearest first). Neighbours and their order come
+    from :func:`datamodules.graphs.spatial_neighbours`, which reproduces the reference's order among
+    equidistant spots. ``radius`` is capped at N - 1; ``radius=0`` returns an unchanged copy. Memory is
+    O(N * radius) (no N x N matrix is kept). Returns a new array of the input's dtype.
     """
+    from datamodules.graphs import spatial_neighbours
+
     labels = np.asarray(labels)
     coords = np.asarray(coords)
     if labels.ndim != 1:
@@ -111,24 +81,11 @@ def refine_spatial(labels: np.ndarray, coords: np.ndarray, radius: int) -> np.nd
     codes = codes.reshape(-1).astype(np.int64, copy=False)
     n_labels = uniques.shape[0]
 
-    others = _nearest_others(coords, k)
-
-    # Votes as (spot, label) keys; counting them sparsely keeps memory at O(N * radius).
-    votes = np.concatenate([codes[:, None], codes[others]], axis=1)
-    keys = np.arange(n, dtype=np.int64)[:, None] * n_labels + votes
-    uniq_keys, counts = np.unique(keys.ravel(), return_counts=True)
+    # Votes as (spot, label) keys in neighbour order, nearest first; counted sparsely (O(N * radius)).
+    keys = (np.arange(n, dtype=np.int64)[:, None] * n_labels + codes[spatial_neighbours(coords, k)]).ravel()
+    uniq_keys, first, counts = np.unique(keys, return_index=True, return_counts=True)
     spot = uniq_keys // n_labels
-    label = uniq_keys % n_labels
-    starts = np.flatnonzero(np.r_[True, spot[1:] != spot[:-1]])  # every spot has >= 1 key
-    best = np.maximum.reduceat(counts, starts)
-
-    # Smallest tied label: keys are sorted by (spot, label), so the first maximum in each spot.
-    is_max = counts == best[spot]
-    max_idx = np.flatnonzero(is_max)
-    first = max_idx[np.r_[True, spot[max_idx][1:] != spot[max_idx][:-1]]]
-    result = label[first]
-
-    own_count = counts[np.searchsorted(uniq_keys, np.arange(n, dtype=np.int64) * n_labels + codes)]
-    keep_own = own_count == best
-    result[keep_own] = codes[keep_own]
-    return uniques[result]
+    # Per spot: the most votes, then the earliest first vote (``first`` grows with the position in the row).
+    order = np.lexsort((first, -counts, spot))
+    winners = order[np.r_[True, spot[order][1:] != spot[order][:-1]]]
+    return uniques[uniq_keys[winners] % n_labels]

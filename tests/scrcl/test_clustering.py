@@ -59,7 +59,8 @@ def grid(n_rows, n_cols):
 
 
 def brute_force_refine(labels, coords, radius):
-    """Explicit O(N^2) distances, self plus `radius` nearest others, documented tie rule."""
+    """Explicit O(N^2) distances, the `radius` nearest others (no ties on continuous coordinates) voting; the spot
+    itself does not vote; a tie goes to the label met first, nearest first."""
     n = len(labels)
     dist = np.sqrt(((coords[:, None, :] - coords[None, :, :]) ** 2).sum(-1))
     out = labels.copy()
@@ -67,13 +68,10 @@ def brute_force_refine(labels, coords, radius):
         d = dist[i].copy()
         d[i] = np.inf
         others = np.argsort(d, kind="stable")[:radius]
-        votes = [labels[i]] + [labels[j] for j in others]
         counts = {}
-        for v in votes:
+        for v in (labels[j] for j in others):  # dicts keep insertion order: first met first
             counts[v] = counts.get(v, 0) + 1
-        top = max(counts.values())
-        tied = [v for v, cnt in counts.items() if cnt == top]
-        out[i] = labels[i] if labels[i] in tied else min(tied)
+        out[i] = max(counts, key=counts.get)  # the first of the maxima in insertion order
     return out
 
 
@@ -85,7 +83,9 @@ def test_refine_fixes_single_mislabelled_spot():
     centre = 2 * 7 + 1  # row 2, col 1: deep inside region 0
     noisy[centre] = 1
     refined = refine_spatial(noisy, coords, radius=4)  # the 4 direct neighbours
-    np.testing.assert_array_equal(refined, labels)
+    assert refined[centre] == 0
+    inside = (coords.min(axis=1) >= 1) & (coords.max(axis=1) <= 5)  # 4 neighbours at distance 1, no tie at the edge
+    np.testing.assert_array_equal(refined[inside], labels[inside])
     assert noisy[centre] == 1  # input untouched
 
 
@@ -113,16 +113,15 @@ def test_refine_matches_brute_force(radius, seed):
 
 
 def test_refine_tie_rules():
-    # Four spots on a line; radius 1: each spot votes with itself and one neighbour (a 1-1 tie).
+    # Four spots on a line; radius 1: each spot takes the label of its nearest other spot (its own does not vote).
     coords = np.array([[0.0, 0.0], [1.0, 0.0], [2.1, 0.0], [3.3, 0.0]])
     labels = np.array([5, 3, 3, 9])
-    # Every tie contains the spot's own label, so nothing changes.
-    np.testing.assert_array_equal(refine_spatial(labels, coords, 1), labels)
-    # A spot whose own label is not among the tied maxima takes the smallest tied label.
+    np.testing.assert_array_equal(refine_spatial(labels, coords, 1), [3, 5, 3, 3])
+    # A tied vote goes to the label met first, nearest first.
     coords = np.array([[0.0, 0.0], [1.0, 0.0], [-1.1, 0.0], [1.2, 0.5], [-1.3, 0.5]])
     labels = np.array([0, 2, 1, 2, 1])
-    # Spot 0, radius 4: votes {0, 2, 1, 2, 1} -> 1 and 2 tied at two, own label 0 not among them.
-    assert refine_spatial(labels, coords, 4)[0] == 1
+    # Spot 0, radius 4: neighbours 1, 2, 3, 4 vote 2, 1, 2, 1 -> 1 and 2 tied at two, 2 met first.
+    assert refine_spatial(labels, coords, 4)[0] == 2
 
 
 def test_refine_string_labels_and_large_radius():

@@ -9,7 +9,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn import GCNConv
 
 from datamodules.datamodule import to_torch_csr
-from datamodules.graphs import knn_graph, normalized_adjacency
+from datamodules.graphs import gene_graph, normalized_adjacency, spatial_graph
 from scrcl.encoders import SparseGCNConv
 from scrcl.losses import scrcl_loss
 from scrcl.model import ScRCL
@@ -19,8 +19,8 @@ from scrcl.refine import Refinement
 def tiny_batch(n=40, h=12, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.poisson(1.0, size=(n, h)).astype(np.float32)
-    cell = knn_graph(rng.normal(size=(n, 3)), 4)
-    gene = knn_graph(x.T, 3)
+    cell = spatial_graph(rng.normal(size=(n, 3)), 4)
+    gene = gene_graph(x, 4).T
     xt = torch.from_numpy(x)
     return Data(
         x=xt, x_mlp=xt, x_gnn=xt,

@@ -29,25 +29,36 @@ from scrcl.spatial_plots import (
 
 
 # -- refine_spatial: the documented rules, against a brute force written independently ---------------
-def brute_force(labels: np.ndarray, coords: np.ndarray, radius: int) -> np.ndarray:
-    """Every pairwise distance; neighbours ordered by (distance, index); self always votes; a tied vote keeps
-    the spot's own label if tied, else the smallest tied label."""
+def brute_force(labels: np.ndarray, coords: np.ndarray, radius: int, order: str = "reference") -> np.ndarray:
+    """Every pairwise distance. ``reference``: each row sorted by numpy's default argsort and its first entry (the
+    spot, or a spot at its position) dropped, as the reference does; ``index``: the other spots by (distance,
+    index). The spot itself does not vote; the most frequent label wins, a tie going to the label met first."""
     n = len(labels)
     out = labels.copy()
+    k = min(radius, n - 1)
     for i in range(n):
         d = np.sqrt(((coords - coords[i]) ** 2).sum(axis=1))
-        others = sorted((d[j], j) for j in range(n) if j != i)[: min(radius, n - 1)]
-        votes = Counter([labels[i], *(labels[j] for _, j in others)])
-        top = max(votes.values())
-        tied = sorted(v for v, c in votes.items() if c == top)
-        out[i] = labels[i] if labels[i] in tied else tied[0]
+        if order == "reference":
+            neighbours = np.argsort(d)[1 : k + 1]
+        else:
+            neighbours = [j for _, j in sorted((d[j], j) for j in range(n) if j != i)[:k]]
+        out[i] = Counter(labels[j] for j in neighbours).most_common(1)[0][0]  # ties: first met (insertion order)
     return out
+
+
+@pytest.fixture
+def kd_tree(monkeypatch):
+    """Neighbours by the kd-tree search that takes over above SORTED_NEIGHBOURS_MAX spots (ties: lower index)."""
+    from datamodules import graphs
+
+    monkeypatch.setattr(graphs, "SORTED_NEIGHBOURS_MAX", 0)
 
 
 @pytest.mark.parametrize("radius", [3, 4, 8, 12, 20])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_refine_on_a_square_grid_with_equidistant_neighbours(radius, seed):
-    """On an integer grid most neighbourhoods end inside a ring of equidistant spots: the lower indices win."""
+    """On an integer grid most neighbourhoods end inside a ring of equidistant spots: the reference's sort order
+    decides which are kept."""
     rng = np.random.default_rng(seed)
     r, c = np.meshgrid(np.arange(9), np.arange(8), indexing="ij")
     coords = np.column_stack([r.ravel(), c.ravel()]).astype(float)
@@ -57,7 +68,16 @@ def test_refine_on_a_square_grid_with_equidistant_neighbours(radius, seed):
     np.testing.assert_array_equal(refine_spatial(labels, coords, radius), brute_force(labels, coords, radius))
 
 
-def test_edge_tie_takes_the_lower_indices():
+@pytest.mark.parametrize("radius", [3, 8])
+def test_refine_above_the_sorted_limit_takes_the_lower_indices_at_ties(kd_tree, radius):
+    rng = np.random.default_rng(0)
+    r, c = np.meshgrid(np.arange(9), np.arange(8), indexing="ij")
+    coords = np.column_stack([r.ravel(), c.ravel()]).astype(float)[rng.permutation(72)]
+    labels = rng.integers(0, 4, len(coords))
+    np.testing.assert_array_equal(refine_spatial(labels, coords, radius), brute_force(labels, coords, radius, "index"))
+
+
+def test_edge_tie_takes_the_lower_indices(kd_tree):
     # Spot 0 at the centre of four equidistant spots; radius 2 takes spots 1 and 2 (label 7), not 3 and 4 (label 9).
     coords = np.array([[0.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     labels = np.array([5, 7, 7, 9, 9])
@@ -67,7 +87,17 @@ def test_edge_tie_takes_the_lower_indices():
     assert refine_spatial(labels[order], coords[order], 2)[0] == 9
 
 
-def test_duplicated_coordinates_never_replace_the_spot_itself():
+def test_a_tied_vote_goes_to_the_label_met_first_and_the_spot_itself_does_not_vote():
+    coords = np.array([[0.0, 0.0], [1.0, 0.0], [-1.1, 0.0], [1.2, 0.5], [-1.3, 0.5]])
+    labels = np.array([0, 2, 1, 2, 1])
+    # spot 0, radius 4: neighbours nearest first have labels 2, 1, 2, 1: a 2-2 tie, 2 met first; its own 0 has no vote
+    assert refine_spatial(labels, coords, 4)[0] == 2
+    assert refine_spatial(labels[[0, 2, 1, 4, 3]], coords[[0, 2, 1, 4, 3]], 4)[0] == 2
+
+
+def test_duplicated_coordinates_follow_the_reference_rule():
+    """The reference drops the first entry of each sorted row; where spots share a position that may be another
+    spot than itself, so a spot can count its own label. The rule is reproduced, not corrected."""
     coords = np.array([[0.0, 0.0]] * 3 + [[5.0, 5.0]] * 2)
     labels = np.array([1, 2, 2, 3, 4])
     np.testing.assert_array_equal(refine_spatial(labels, coords, 2), brute_force(labels, coords, 2))

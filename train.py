@@ -49,7 +49,7 @@ FLAGS = [
     ("loss-impl", str, "linear (exact, O(N k d)) or dense (the paper's N x N form)"),
     ("radius", int, "spatial label refinement: majority vote over this many nearest spots (0 = off)"),
     ("views", str, "both | mlp | gnn (ablation: one encoder type for both views)"),
-    ("gene-graph", str, "knn | identity (ablation)"),
+    ("gene-graph", str, "knn (directed, as the reference) | knn_symmetric | identity (ablation)"),
     ("seed", int, "random seed"),
     ("seeds", str, "several seeds, e.g. 5,15,25,35,45: one run each plus a mean ± std summary"),
     ("eval-every", int, "run k-means and log scores every N epochs"),
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
     parser.add_argument("--no-umap", dest="umap", action="store_false", default=None,
                         help="no UMAP plots (saves umap-learn's start-up, ~10-20 s a run); result.h5ad still holds the embedding")
+    parser.add_argument("--no-deterministic", dest="deterministic", action="store_false", default=None,
+                        help="let the GPU use non-deterministic kernels (the same seed may then end differently)")
     parser.add_argument("--list-datasets", action="store_true", help="print the registry and exit")
     return parser
 
@@ -91,7 +93,7 @@ def main(argv=None) -> int:
                 print(f"{name:22s} {spec.task}  {spec.n_classes:3d} classes  {'paper' if spec.paper else 'local'}")
             return 0
         overrides = {key.replace("-", "_"): getattr(args, key.replace("-", "_")) for key, _, _ in FLAGS}
-        overrides.update(refine=args.refine, cache=args.cache, progress=args.progress, umap=args.umap)
+        overrides.update(refine=args.refine, cache=args.cache, progress=args.progress, umap=args.umap, deterministic=args.deterministic)
         from scrcl import runner
 
         if args.resume:

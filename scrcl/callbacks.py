@@ -7,18 +7,35 @@ for comparing with the paper's protocol, never the result.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 
 from scrcl.clustering import kmeans, refine_spatial
 from scrcl.errors import TrainingDiverged
 from scrcl.metrics import SCORES, clustering_scores
 from scrcl.runner import final_line
 
+
+
+@contextmanager
+def training_streams_kept(device):
+    """Whatever runs inside leaves the training's random streams (torch on the device, numpy, Python) as it found
+    them: an evaluation must not move the dropout masks of the epochs after it."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
 
 
 def evaluation_line(record: dict, max_epochs: int) -> str:
@@ -146,7 +163,8 @@ class ClusteringEvaluator(L.Callback):
         epoch = trainer.current_epoch + 1
         last = epoch >= trainer.max_epochs
         if last or (self.every > 0 and epoch % self.every == 0):
-            self._evaluate(trainer, pl_module, final=last)
+            with training_streams_kept(pl_module.device):  # the same seed trains the same way whatever --eval-every is
+                self._evaluate(trainer, pl_module, final=last)
 
     def state_dict(self):
         return {"history": self.history}

@@ -30,15 +30,17 @@ class SparseGCNConv(GCNConv):
 
 
 class MLPView(nn.Module):
-    """φ: Eᵐ = LeakyReLU(W₁ dropout(X¹)). (N, h) → (N, d)."""
+    """φ: Eᵐ = ReLU(W₁ X¹). (N, h) → (N, d).
 
-    def __init__(self, n_genes: int, hidden_dim: int, dropout: float):
+    The reference builds its MLP encoder with its defaults, ReLU and no dropout (``dropout`` is accepted so
+    that both views are built alike, and not used)."""
+
+    def __init__(self, n_genes: int, hidden_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(n_genes, hidden_dim)
 
     def forward(self, x: Tensor, cell_filter: Tensor | None = None) -> Tensor:
-        return F.leaky_relu(self.linear(self.dropout(x)))
+        return F.relu(self.linear(x))
 
 
 class GNNView(nn.Module):
@@ -61,8 +63,10 @@ class GNNView(nn.Module):
 
 
 class GeneNetwork(nn.Module):
-    """Eq. 6: U = LeakyReLU(GCN_G(Xᵀ)). Xᵀ (h, N) and F_G (h, h) → U (h, c').
+    """Eq. 6: U = ReLU(GCN_G((X¹)ᵀ)). X¹ (N, h) and F_G (h, h) → U (h, c').
 
+    As the reference: the input is the MLP view's input X¹ = F^{t₁}X transposed (each gene's values over the
+    N cells), propagated over the directed gene graph (``gene_filter`` row j gathers from the genes i → j).
     The input width is the number of cells N: the model is transductive (one dataset per model).
     """
 
@@ -71,4 +75,4 @@ class GeneNetwork(nn.Module):
         self.conv = SparseGCNConv(n_cells, gene_dim, normalize=False)
 
     def forward(self, x: Tensor, gene_filter: Tensor) -> Tensor:
-        return F.leaky_relu(self.conv(x.t().contiguous(), gene_filter))
+        return F.relu(self.conv(x.t().contiguous(), gene_filter))

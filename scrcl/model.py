@@ -19,7 +19,7 @@ class ScRCL(nn.Module):
     """Cell views φ (MLP) and ψ (GNN), gene network, shared refinement.
 
     ``views``: ``both`` (the method), or ``mlp`` / ``gnn`` to use that encoder for both views
-    (ablations; the two views then differ only by their dropout and weights).
+    (ablations; two MLP views then differ only by their initial weights, two GNN views by those and their dropout).
     """
 
     def __init__(self, n_cells: int, n_genes: int, gene_dim: int, hidden_dim: int = 1500, dropout: float = 0.3, views: str = "both"):
@@ -31,13 +31,13 @@ class ScRCL(nn.Module):
         self.refinement = Refinement(hidden_dim, n_genes, dropout)
 
     def forward(self, batch) -> dict[str, Tensor]:
-        """batch: x (N, h), x_mlp (N, h), x_gnn (N, h), cell_filter (N, N), gene_filter (h, h).
+        """batch: x_mlp = F^{t₁}X (N, h), x_gnn = F^{t₂}X (N, h), cell_filter (N, N), gene_filter (h, h).
 
         Returns e_m, e_g (N, d) row-normalised view embeddings Ēᵐ, Ēᵍ; u (h, c'); z_m, z_g (N, c').
         """
         e_m = self.view_m(batch.x_mlp, batch.cell_filter)
         e_g = self.view_g(batch.x_gnn, batch.cell_filter)
-        u = self.gene_network(batch.x, batch.gene_filter)
+        u = self.gene_network(batch.x_mlp, batch.gene_filter)  # the reference feeds the gene GCN the MLP view's input
         return {
             "e_m": F.normalize(e_m, dim=1),
             "e_g": F.normalize(e_g, dim=1),

@@ -40,13 +40,18 @@ class ScRCLModule(L.LightningModule):
     def forward(self, batch):
         return self.model(batch)
 
-    def training_step(self, batch, batch_idx):
+    def objective(self, batch) -> dict[str, torch.Tensor]:
+        """Eq. 10 on one forward pass: ``{"loss", "hea", "ndc", "cvc"}`` (terms with weight 0 left out)."""
         hp = self.hparams
         out = self.model(batch)
-        terms = scrcl_loss(
+        return scrcl_loss(
             out["e_m"], out["e_g"], out["z_m"], out["z_g"], batch.cell_graph,
             alpha=hp.alpha, beta=hp.beta, tau=hp.tau, hea_weight=hp.hea_weight, impl=hp.loss_impl,
         )
+
+    def training_step(self, batch, batch_idx):
+        hp = self.hparams
+        terms = self.objective(batch)
         if not torch.isfinite(terms["loss"]):  # one step per epoch (full-graph batch); the progress bar reads the loss each step anyway
             raise TrainingDiverged.after("loss", self.current_epoch + 1, hp.lr)
         for name, value in terms.items():

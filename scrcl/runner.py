@@ -230,7 +230,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
             enable_model_summary=False,
             enable_checkpointing=ckpt_dir is not None,
             default_root_dir=str(run_dir) if run_dir is not None else None,
-            deterministic=False,
+            deterministic="warn" if config.get("deterministic", True) else False,
         )
     except (MisconfigurationException, ValueError, RuntimeError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -31,6 +31,35 @@ def test_same_seed_same_result(pbmc):
     assert not np.array_equal(first["final"]["embedding"], other["final"]["embedding"])
 
 
+def test_evaluation_frequency_does_not_change_the_result(pbmc):
+    """The same seed ends with the same embedding and scores whether k-means ran after every epoch or only at the
+    end: an evaluation leaves the training's random streams (dropout) where it found them."""
+    config, datamodule = pbmc
+    every = runner.train_one({**config, "eval_every": 1}, datamodule, seed=5, run_dir=None)
+    end_only = runner.train_one({**config, "eval_every": 50}, datamodule, seed=5, run_dir=None)
+    assert len(every["history"]) == config["epochs"] and len(end_only["history"]) == 1
+    assert every["final"]["scores"] == end_only["final"]["scores"]
+    np.testing.assert_array_equal(every["final"]["embedding"], end_only["final"]["embedding"])
+
+
+def test_an_evaluation_that_draws_random_numbers_leaves_the_training_streams_alone():
+    import random
+
+    from scrcl.callbacks import training_streams_kept
+
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    with training_streams_kept(torch.device("cpu")):
+        torch.rand(10), np.random.rand(10), random.random()  # what an evaluation might draw (UMAP, a plot, k-means)
+    after = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(after[0], expected[0]) and np.array_equal(after[1], expected[1]) and after[2] == expected[2]
+
+
 def test_training_learns_cell_types(pbmc):
     """The loss falls and the final clustering recovers the FACS labels far above chance."""
     config, datamodule = pbmc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from scrcl.errors import UserError
 
@@ -81,8 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _on_sigterm(signum, frame):
+    """SIGTERM outside training (loading data, writing results): stop with the one-line message. During training
+    Lightning's own handler takes it and training ends after the epoch (scrcl.callbacks.GracefulStop)."""
+    from scrcl import runner
+    from scrcl.errors import Interrupted
+
+    if not runner.training_in_progress():
+        raise Interrupted(signum)
+
+
 def main(argv=None) -> int:
+    import signal
+
+    from scrcl.errors import Interrupted
+
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         from scrcl.config import resolve_config
 
@@ -96,6 +112,12 @@ def main(argv=None) -> int:
         overrides.update(refine=args.refine, cache=args.cache, progress=args.progress, umap=args.umap, deterministic=args.deterministic)
         from scrcl import runner
 
+        if not args.resume and overrides.get("run_name") and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+            # SLURM requeued this job (Lightning saved hpc_ckpt_N.ckpt on the requeue signal): continue its run
+            candidate = os.path.join(overrides.get("output") or "runs", overrides["run_name"])
+            if runner.resumable(Path(candidate)):
+                print(f"SLURM restart {os.environ['SLURM_RESTART_COUNT']}: continuing {candidate}")
+                args.resume = candidate
         if args.resume:
             import yaml
 
@@ -103,8 +125,15 @@ def main(argv=None) -> int:
             config_path = os.path.join(run_dir, "config.yaml")
             if not os.path.exists(config_path):
                 raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
+            if not (yaml.safe_load(Path(config_path).read_text()) or {}):
+                raise UserError(f"{config_path} holds no settings: that run stopped before its data were loaded, so there is "
+                                "nothing to resume; delete the directory and start the run again")
             kept = ("progress", "umap", "accelerator", "devices", "data_dir", "cache")  # how it runs, not what it computes
-            changed = [f"--{'no-' if k == 'refine' else ''}{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in kept]
+            stored = resolve_config(config_file=config_path)
+            given = {k: v for k, v in overrides.items() if v is not None and k not in kept}
+            asked = resolve_config(config_file=config_path, overrides=given)
+            # a flag repeating the run's own value is fine (a requeued batch job runs its command line again)
+            changed = [f"--{'no-' if k == 'refine' else ''}{k.replace('_', '-')}" for k in given if asked.get(k) != stored.get(k)]
             if args.config:
                 changed.append("--config")
             if changed:  # these were silently ignored: the run continued with its own settings
@@ -126,9 +155,14 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+    except Interrupted as err:
+        print(err, file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training (during training the first one ends it after the epoch)
+        print(Interrupted(signal.SIGINT, None, args.resume), file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(runner.final_line(result["summary"]))
     return 0
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from scrcl.clustering import kmeans, refine_spatial
-from scrcl.errors import TrainingDiverged
+from scrcl.errors import Interrupted, TrainingDiverged
 from scrcl.metrics import SCORES, clustering_scores
 from scrcl.runner import final_line
 
@@ -181,6 +181,62 @@ class ClusteringEvaluator(L.Callback):
         top = max(scored, key=lambda h: h[key])
         return {"oracle_epoch": top["epoch"], **{f"oracle_{k}": top[k] for k in SCORES}}
 
+
+
+class GracefulStop(L.Callback):
+    """SIGTERM and Ctrl-C end training after the current epoch, with a checkpoint of it.
+
+    SIGTERM is Lightning's own: its signal connector flags it (on SLURM it also saves and requeues on the
+    requeue signal) and the fit loop raises ``SIGTERMException`` once the epoch is done. Lightning would turn a
+    Ctrl-C into a ``KeyboardInterrupt`` mid-step and ``exit(1)`` with no checkpoint, so the first Ctrl-C is routed
+    into the same flag; a second one stops at once. ``signum`` tells which signal it was.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = None
+
+    def on_fit_start(self, trainer, pl_module):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.getsignal(signal.SIGINT)
+
+        def first_ctrl_c(signum, frame):
+            self.signum = signal.SIGINT
+            signal.signal(signal.SIGINT, second_ctrl_c)
+            trainer._signal_connector.received_sigterm = True  # Lightning's stop-after-this-epoch flag
+
+        def second_ctrl_c(signum, frame):
+            raise Interrupted(signal.SIGINT)
+
+        signal.signal(signal.SIGINT, first_ctrl_c)
+
+    def teardown(self, trainer, pl_module, stage):
+        import signal
+        import threading
+
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+class InterruptCheckpoint(L.Callback):
+    """On a signal's stop (Lightning's ``SIGTERMException``, raised once the epoch is done) save ``last.ckpt`` of that
+    epoch. Not on an error: a diverged run's NaN weights must not replace the last good checkpoint. (Lightning's
+    ``OnExceptionCheckpoint`` saves on every exception, deletes its file at teardown and makes the next ``fit``
+    load "last" by default, which would turn a fresh run into a resumed one.)"""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_exception(self, trainer, pl_module, exception):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(str(self.path))
 
 
 class TrainClock(L.Callback):

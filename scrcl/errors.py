@@ -27,6 +27,31 @@ class TrainingDiverged(UserError):
                    "or check the input for extreme values")
 
 
+class Interrupted(Exception):
+    """Training was stopped by a signal: SIGTERM (``kill``, ``docker stop``, a batch system's pre-emption) or Ctrl-C.
+
+    The first signal ends training at the end of the current epoch, with a checkpoint of it; ``epoch`` is that
+    epoch (None: no epoch had finished, or the signal came before training). ``exit_code`` is the shell's
+    128 + signal number (143, 130), so a batch system never takes it for success."""
+
+    def __init__(self, signum: int, epoch: int | None = None, run_dir=None):
+        import signal
+
+        self.signum, self.epoch, self.run_dir = int(signum), epoch, run_dir
+        self.exit_code = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        if run_dir is None:
+            text = f"interrupted ({name}) before training started; nothing to resume: run the same command again"
+            if epoch is not None:
+                text = f"interrupted ({name}) at epoch {epoch}; nothing was kept (no run directory)"
+        elif epoch is None:
+            text = (f"interrupted ({name}) before an epoch was saved; continue from the last checkpoint, if any, with: "
+                    f"python train.py --resume {run_dir}")
+        else:
+            text = f"interrupted ({name}) at epoch {epoch}; continue with: python train.py --resume {run_dir}"
+        super().__init__(text)
+
+
 def run_entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a command-line ``main``: a :class:`UserError` becomes one line on stderr and its exit code."""
     try:

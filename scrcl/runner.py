@@ -12,6 +12,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import time
 import warnings
 from importlib import metadata
@@ -21,8 +22,15 @@ import numpy as np
 import yaml
 
 from scrcl.atomic import atomic_path, atomic_write_text
-from scrcl.errors import UserError
+from scrcl.errors import Interrupted, UserError
 from scrcl.metrics import SCORES
+
+_IN_FIT = False  # True while Lightning's fit loop runs: it handles SIGTERM itself (see train.py)
+
+
+def training_in_progress() -> bool:
+    return _IN_FIT
+
 
 PACKAGES = ("torch", "lightning", "torch-geometric", "scanpy", "anndata", "scikit-learn", "numpy", "wandb")
 
@@ -102,10 +110,15 @@ def make_datamodule(config: dict, adata=None):
 
 
 def _checkpoint_epoch(path: str) -> int:
-    """The epoch a Lightning checkpoint was saved at (memory-mapped: the weights are not read)."""
+    """The epoch a Lightning checkpoint was saved at (memory-mapped: the weights are not read). A damaged file is
+    one UserError naming it."""
     import torch
 
-    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"])
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"])
+    except Exception as err:  # truncated (a copy cut short), not a checkpoint, another format
+        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else 'damaged'}); "
+                        "it may be truncated: delete it to resume from the periodic checkpoint beside it, or start a new run") from None
 
 
 def _keep_csv_rows(csv_logger, last_epoch: int) -> None:
@@ -180,7 +193,9 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from scrcl.callbacks import ClusteringEvaluator, TrainClock
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from scrcl.callbacks import ClusteringEvaluator, GracefulStop, InterruptCheckpoint, TrainClock
     from scrcl.checkpoint_io import AtomicCheckpointIO
 
     quiet_libraries()
@@ -201,19 +216,24 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         echo=(lambda line: print(line, flush=True)) if run_dir is not None and not config.get("progress", True) else None,
     )
     clock = TrainClock()
-    callbacks = [evaluator, clock]
+    stop = GracefulStop()
+    callbacks = [evaluator, clock, stop]
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     if ckpt_dir is not None:
-        callbacks.append(
+        callbacks += [
             # One rolling periodic checkpoint (at d = 1500 each is ~170 MB with Adam's state); last.ckpt links to it.
             ModelCheckpoint(dirpath=str(ckpt_dir), filename="periodic", save_top_k=1, save_last="link", enable_version_counter=False,
-                            every_n_epochs=config["checkpoint_every"], save_on_train_epoch_end=True)
-        )
+                            every_n_epochs=config["checkpoint_every"], save_on_train_epoch_end=True),
+            InterruptCheckpoint(ckpt_dir / "last.ckpt"),  # a signal: last.ckpt of the epoch just finished
+        ]
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     ckpt_path = None
     if resume and ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists():
         ckpt_path = str(ckpt_dir / "last.ckpt")
+    hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda f: int(f.stem.rsplit("_", 1)[1])) if resume and run_dir else []
+    if hpc:  # saved by Lightning on SLURM's requeue signal (SIGUSR1), newer than any periodic checkpoint
+        ckpt_path = str(hpc[-1])
     try:
         trainer = L.Trainer(
             max_epochs=config["epochs"],
@@ -235,7 +255,14 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     except (MisconfigurationException, ValueError, RuntimeError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot set up training ({text}); check --accelerator, --devices and --precision") from None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    global _IN_FIT
+    _IN_FIT = True
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:  # Lightning's stop after a signal (SystemExit(None): it would exit 0)
+        raise Interrupted(stop.signum or signal.SIGTERM, trainer.current_epoch, run_dir) from None
+    finally:
+        _IN_FIT = False
     seconds = clock.seconds()  # including the seconds before a resume
     if evaluator.final is None:  # e.g. resuming a run whose training had already finished
         result, scores = evaluator.cluster(module)
@@ -337,48 +364,134 @@ def final_line(metrics: dict) -> str:
 
 
 def run_dir_for(config: dict) -> Path:
-    name = config.get("run_name") or f"{config.get('dataset') or Path(str(config.get('data'))).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``--output``/``--run-name`` (default: ``<data>-<date>-<time>``). The name must stay inside ``--output``."""
+    name = config.get("run_name")
+    if name is not None:
+        parts = Path(str(name)).parts
+        if not parts or Path(str(name)).is_absolute() or ".." in parts:
+            raise UserError(f"--run-name {name!r} must be a name inside --output (no absolute path, no '..'); "
+                            "choose the parent directory with --output")
+    else:
+        name = f"{config.get('dataset') or Path(str(config.get('data'))).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(config.get("output") or "runs") / name
 
 
+CLAIM = "config.yaml"  # created exclusively when a run claims its directory, then filled with the resolved config
+
+
+CLAIM_LINE = "# claimed by host {host} pid {pid}; the resolved config follows once the data are loaded\n"
+
+
+def _claim(directory: Path, retake_stale: bool = True) -> bool:
+    """Create ``directory/config.yaml`` exclusively, holding this host and pid: True if this process now owns the
+    directory. A claim left by a process of this host that is gone (killed while loading the data) is taken over."""
+    import socket
+
+    path = directory / CLAIM
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        if retake_stale and _stale_claim(path, socket.gethostname()):
+            path.unlink(missing_ok=True)
+            return _claim(directory, retake_stale=False)
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(CLAIM_LINE.format(host=socket.gethostname(), pid=os.getpid()))
+    return True
+
+
+def _stale_claim(path: Path, host: str) -> bool:
+    import re
+
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    found = re.fullmatch(r"# claimed by host (\S+) pid (\d+);[^\n]*\n", text)
+    if not found or found[1] != host:  # a real config, or another machine's claim: never taken over
+        return False
+    try:
+        os.kill(int(found[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def claim_run_dir(root: Path, named: bool) -> Path:
-    """Create the run directory and return it. A name the user gave is used as is (an empty
-    directory of that name is fine). An automatic name (data + start time to the second) is claimed
-    with an exclusive mkdir: when another run took it in the same second (two W&B agents or sweep
-    workers starting together), this run gets ``NAME-2``, ``NAME-3``, ... instead of sharing it."""
-    if named:
-        root.mkdir(parents=True, exist_ok=True)
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 10_000):
-        candidate = root if i == 1 else root.with_name(f"{root.name}-{i}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return candidate
-    raise UserError(f"could not create a new run directory beside {root}; pass --run-name or another --output")
+    """Claim a run directory before any data is read, atomically: two runs can never share one.
+
+    A name the user gave is claimed as is (an empty directory of that name is fine); a second run given the same
+    name while the first holds it is refused with one line. An automatic name (data + start time to the second)
+    taken by another run in the same second becomes ``NAME-2``, ``NAME-3``, ... An ``--output`` that is a file or
+    cannot be written is one line naming it."""
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        if named:
+            if root.exists() and not root.is_dir():
+                raise UserError(f"{root} exists and is not a directory; choose another --run-name or --output")
+            root.mkdir(exist_ok=True)
+            if _claim(root):
+                if len(list(root.iterdir())) > 1:  # files of something else: never mix a run into them
+                    (root / CLAIM).unlink()
+                    raise UserError(f"run directory {root} exists already and is not empty; choose another --run-name/--output")
+                return root
+        else:
+            for i in range(1, 10_000):
+                candidate = root if i == 1 else root.with_name(f"{root.name}-{i}")
+                try:
+                    candidate.mkdir()
+                except FileExistsError:
+                    continue
+                if _claim(candidate):
+                    return candidate
+            raise UserError(f"could not create a new run directory beside {root}; pass --run-name or another --output")
+    except NotADirectoryError:
+        raise UserError(f"--output {root.parent}: a part of that path is a file, not a directory; choose another --output") from None
+    except PermissionError:
+        raise UserError(f"cannot write run directories under {root.parent} (permission denied); choose another --output") from None
+    except OSError as err:
+        raise UserError(f"cannot create the run directory {root} ({err.strerror or err}); choose another --output") from None
+    raise UserError(f"run directory {root} is taken by another run (it holds a config.yaml); choose another --run-name, "
+                    f"or continue it with --resume {root}")
+
+
+def resumable(root: Path) -> bool:
+    return any(root.glob("**/checkpoints/last.ckpt")) or any(root.glob("**/hpc_ckpt_*.ckpt"))
 
 
 def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) -> dict:
-    """Every seed of a config; writes each run directory and, for several seeds, a summary."""
+    """Every seed of a config; writes each run directory and, for several seeds, a summary.
+
+    The run directory is claimed before any data is read. If the run fails before it has a checkpoint to
+    resume from, the directory is removed again, so it never blocks the same ``--run-name``."""
     t_start = time.perf_counter()
     seeds = config.get("seeds") or [config["seed"]]
-    root = Path(resume_dir) if resume_dir is not None else run_dir_for(config)
-    named = resume_dir is not None or bool(config.get("run_name"))
-    if named and resume_dir is None and root.exists() and any(root.iterdir()):
-        raise UserError(f"run directory {root} exists already; choose another --run-name/--output, or continue it with --resume {root}")
-    quiet_libraries()
-    datamodule = make_datamodule(config, adata)
-    datamodule.setup("fit")  # bad input fails here, before anything is written
-    log(datamodule.summary())
-    root = claim_run_dir(root, named)
-    atomic_write_text(root / "config.yaml", yaml.safe_dump({k: v for k, v in config.items() if k != "resume"}, sort_keys=True))
+    made = None  # what to remove if the run fails before it can be resumed: the run dir and any parent it created
+    if resume_dir is not None:
+        root = Path(resume_dir)
+    else:
+        wanted = run_dir_for(config)
+        missing = [d for d in (wanted, *wanted.parents) if not d.exists()]
+        root = claim_run_dir(wanted, named=bool(config.get("run_name")))
+        made = missing[-1] if missing and missing[-1] != wanted else root
     try:
+        quiet_libraries()
+        datamodule = make_datamodule(config, adata)
+        datamodule.setup("fit")  # bad input fails here, before anything but the claim is written
+        log(datamodule.summary())
+        atomic_write_text(root / "config.yaml", yaml.safe_dump({k: v for k, v in config.items() if k != "resume"}, sort_keys=True))
         all_metrics = _run_seeds(config, datamodule, seeds, root, resume_dir, log)
-    except UserError:
-        if resume_dir is None:  # a user mistake found late (e.g. no GPU): leave nothing half-written behind
-            shutil.rmtree(root, ignore_errors=True)
+    except (Interrupted, KeyboardInterrupt) as err:  # a signal: resumable if a checkpoint exists, else nothing kept
+        signum, epoch = (err.signum, err.epoch) if isinstance(err, Interrupted) else (signal.SIGINT, None)
+        if made is not None and not resumable(root):
+            shutil.rmtree(made, ignore_errors=True)
+            raise Interrupted(signum) from None
+        raise Interrupted(signum, epoch, root) from None
+    except BaseException:
+        if made is not None and not resumable(root):  # nothing to resume: leave nothing half-written behind
+            shutil.rmtree(made, ignore_errors=True)
         raise
     if len(seeds) > 1:
         summary = summarise(all_metrics)

@@ -123,9 +123,20 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     second = runner.claim_run_dir(root, named=False)
     third = runner.claim_run_dir(root, named=False)
     assert [first.name, second.name, third.name] == [root.name, root.name + "-2", root.name + "-3"]
-    assert (first / "config.yaml").read_text() == "seed: 5\n" and not any(second.iterdir())
-    # a name the user chose is used as it is
+    assert (first / "config.yaml").read_text() == "seed: 5\n"
+    assert [f.name for f in second.iterdir()] == ["config.yaml"]
+    assert (second / "config.yaml").read_text().startswith("# claimed by host ")  # the claim, until the config is written
+    # a name the user chose is used as it is, once: a second claimant is refused with one line
     assert runner.claim_run_dir(tmp_path / "mine", named=True) == tmp_path / "mine"
+    with pytest.raises(UserError, match="taken by another run"):
+        runner.claim_run_dir(tmp_path / "mine", named=True)
+
+
+@pytest.mark.parametrize("name", ["../outside", "/tmp/abs", "a/../../b"])
+def test_run_name_cannot_leave_the_output_directory(tmp_path, name):
+    with pytest.raises(UserError, match="inside --output"):
+        runner.run_dir_for({"output": str(tmp_path), "run_name": name})
+    assert runner.run_dir_for({"output": str(tmp_path), "run_name": "batch/seed5"}) == tmp_path / "batch" / "seed5"
 
 
 def test_evaluation_line_with_and_without_labels():

@@ -88,7 +88,11 @@ def score_run(run_dir: Path) -> dict:
     path = run_dir / "result.h5ad"
     if not path.exists():
         raise UserError(f"{run_dir} has no result.h5ad; is it a finished run directory?")
-    res = ad.read_h5ad(path)
+    try:
+        res = ad.read_h5ad(path)
+    except Exception as err:  # truncated or not an .h5ad: anndata/h5py raise many types
+        raise UserError(f"cannot read {path} ({type(err).__name__}); it may be truncated: re-run evaluate on a finished run, "
+                        "or redo the run") from None
     if "label" not in res.obs:
         raise UserError(f"{run_dir} has no labels to score against (the run had none)")
     return score(res.obs["label"].to_numpy(dtype=object), res.obs["scrcl_cluster"].to_numpy().astype(str))
@@ -108,8 +112,12 @@ def run_analyses(run_dir: Path, data_dir: str | None) -> dict | None:
 def _has_labels(run_dir: Path) -> bool:
     import h5py
 
-    with h5py.File(Path(run_dir) / "result.h5ad", "r") as f:
-        return "label" in f["obs"]
+    path = Path(run_dir) / "result.h5ad"
+    try:
+        with h5py.File(path, "r") as f:
+            return "label" in f["obs"]
+    except (OSError, KeyError):
+        raise UserError(f"cannot read {path}; it may be truncated: redo the run") from None
 
 
 def collect_runs(paths: list[Path]) -> list[dict]:
@@ -124,11 +132,21 @@ def collect_runs(paths: list[Path]) -> list[dict]:
     runs = []
     for root in paths:
         for metrics_path in sorted(Path(root).rglob("metrics.json")):
-            run = json.loads(metrics_path.read_text())
+            try:
+                run = json.loads(metrics_path.read_text())
+                if not isinstance(run, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as err:
+                raise UserError(f"{metrics_path} is not a valid metrics.json ({str(err).splitlines()[0][:80]}); "
+                                "move that run directory away or redo the run") from None
             config_path = metrics_path.parent / "config.yaml"
             settings = None
             if config_path.exists():
-                config = {**RUN_DEFAULTS, **(yaml.safe_load(config_path.read_text()) or {})}
+                try:
+                    stored = yaml.safe_load(config_path.read_text()) or {}
+                except yaml.YAMLError:
+                    raise UserError(f"{config_path} is not valid YAML; move that run directory away or redo the run") from None
+                config = {**RUN_DEFAULTS, **stored}
                 settings = {k: v for k, v in config.items() if k not in IGNORED_KEYS | NOT_SETTINGS}
             runs.append({**run, "_settings": settings})
     if not runs:

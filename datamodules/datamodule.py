@@ -37,6 +37,20 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "scrcl"
 
 
+def writable_cache_dir() -> Path:
+    """The cache directory, created if needed; one UserError line if it cannot be written."""
+    path = cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        ok = path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    except OSError:
+        ok = False
+    if not ok:
+        raise UserError(f"the cache directory {path} cannot be written; set SCRCL_CACHE_DIR to a writable directory, "
+                        "or run with --no-cache")
+    return path
+
+
 def to_torch_csr(matrix: sp.spmatrix) -> torch.Tensor:
     m = matrix.tocsr().astype(np.float32)
     m.sort_indices()
@@ -153,6 +167,8 @@ class ScRCLDataModule(L.LightningDataModule):
 
         files, name, task, read = self._locate()
         path = None
+        if self.use_cache and files is not None:
+            writable_cache_dir()  # before any data is read
         if self.use_cache and files is not None and task is not None:
             # The key needs only the files' identity, so a hit never reads the raw data.
             path = cache_dir() / f"{name}-{self._cache_key(files, task)}.h5ad"
@@ -201,6 +217,10 @@ class ScRCLDataModule(L.LightningDataModule):
             labels = labels.cat.remove_unused_categories()
             self.label_names = list(labels.cat.categories)
             codes = labels.cat.codes.to_numpy().astype(np.int64)
+        if self.requested_clusters is None and self.label_names and len(self.label_names) < 2:
+            # one class would give n_clusters = 1 and a "perfect" score of 1.0 for any model
+            raise UserError(f"the labels have a single class ({self.label_names[0]!r}), so they cannot set the number of "
+                            "clusters; pass --n-clusters C (C ≥ 2) to cluster anyway (the scores will say how the labels compare)")
         n_clusters = self.requested_clusters or (len(self.label_names) if self.label_names else None)
         if n_clusters is None:
             raise UserError("the data have no labels, so the number of clusters is unknown; pass --n-clusters C")
@@ -243,6 +263,21 @@ class ScRCLDataModule(L.LightningDataModule):
     @property
     def has_labels(self) -> bool:
         return getattr(self.batch, "y", None) is not None
+
+    def notes(self) -> list[str]:
+        """One line each for what was changed about the input without the user asking: .raw read instead of X, cells
+        with no counts dropped, fewer HVGs or principal components than asked for because the data have fewer."""
+        info = self.prepared.uns["preprocess"]
+        notes = list(self.provenance.get("notes", []))
+        if info.get("n_empty_cells_dropped"):
+            notes.append(f"{info['n_empty_cells_dropped']} cells with no expressed gene were dropped ({info['n_cells']} remain)")
+        if info.get("hvg_requested", info["hvg"]) > info["hvg"]:
+            notes.append(f"hvg = {info['hvg_requested']} asked for, but the data have {info['hvg']} expressed genes: all of them are used")
+        pcs = self.params.get("graph_pcs")
+        most = min(self.n_cells, self.n_genes) - 1
+        if self.task == "sc" and pcs and pcs > most:
+            notes.append(f"graph_pcs = {pcs} asked for, but the data allow {most} principal components: the cell graph uses {most}")
+        return notes
 
     def summary(self) -> str:
         b = self.batch

@@ -102,11 +102,12 @@ def load_file(path: str | os.PathLike, *, label_key: str | None = None, task: st
     if not path.exists():
         raise UserError(f"{path} does not exist; check the path given to --data")
     reader = sniff_reader(path)
-    adata = READERS[reader](path)
+    adata, note = with_raw_if_x_unusable(READERS[reader](path), path.name)
     if label_key is not None:
         _attach_labels(adata, label_key, required=True, where=str(path))
     task = task or ("st" if "spatial" in adata.obsm else "sc")
-    return Loaded(adata, task, {"dataset": path.stem, "reader": reader, "files": {"data": str(path)}, "paper_dataset": False})
+    return Loaded(adata, task, {"dataset": path.stem, "reader": reader, "files": {"data": str(path)}, "paper_dataset": False,
+                                "notes": [note] if note else []})
 
 
 def spatial_note(path: str | os.PathLike) -> str | None:
@@ -134,11 +135,13 @@ def spatial_note(path: str | os.PathLike) -> str | None:
 
 def from_anndata(adata, *, label_key: str | None = None, task: str | None = None) -> Loaded:
     """An in-memory AnnData (the Python API). Copies, so the caller's object is never modified."""
+    adata, note = with_raw_if_x_unusable(adata, "the AnnData")
     adata = adata.copy()
     if label_key is not None:
         _attach_labels(adata, label_key, required=True, where="the AnnData")
     task = task or ("st" if "spatial" in adata.obsm else "sc")
-    return Loaded(adata, task, {"dataset": "anndata", "reader": "memory", "files": {}, "paper_dataset": False})
+    return Loaded(adata, task, {"dataset": "anndata", "reader": "memory", "files": {}, "paper_dataset": False,
+                                "notes": [note] if note else []})
 
 
 def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) -> None:
@@ -153,6 +156,25 @@ def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) 
     adata.obs[LABEL] = pd.Categorical(unify_label_vocabulary(values))
 
 
+def _usable(matrix) -> bool:
+    data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
+    return not data.size or (bool(np.all(np.isfinite(data))) and data.min() >= 0)
+
+
+def with_raw_if_x_unusable(adata, where: str):
+    """(adata, note): scanpy users often hold z-scored values in X and the log-normalised matrix in ``.raw``. When X
+    has negative or non-finite values and ``.raw`` is usable, the model reads ``.raw`` (its genes), and says so."""
+    if adata.raw is None or _usable(adata.X) or not _usable(adata.raw.X):
+        return adata, None
+    import anndata as ad
+
+    raw = adata.raw
+    out = ad.AnnData(X=raw.X.copy(), obs=adata.obs.copy(), var=raw.var.copy(), obsm=dict(adata.obsm), uns=dict(adata.uns))
+    note = (f"{where}: X has negative values (scaled or centred), so its .raw is used ({raw.shape[1]} genes, "
+            "non-negative): the model needs counts or log-normalised values")
+    return out, note
+
+
 def check_values(adata) -> None:
     """Expression must be finite and non-negative (counts or log-normalised values)."""
     data = adata.X.data if sp.issparse(adata.X) else np.asarray(adata.X)
@@ -160,6 +182,6 @@ def check_values(adata) -> None:
         raise UserError("the expression matrix contains NaN or infinite values; remove or impute them before running scrcl")
     if data.size and data.min() < 0:
         raise UserError(
-            "the expression matrix has negative values (it looks scaled or centred); give counts or log-normalised values "
-            "(e.g. adata.raw or a counts layer)"
+            "the expression matrix has negative values (it looks scaled or centred) and there is no usable .raw; "
+            "give counts or log-normalised values (e.g. put a counts layer in X)"
         )

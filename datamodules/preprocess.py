@@ -61,6 +61,7 @@ def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool 
                 f"obsm['spatial'] must hold finite (x, y) coordinates for every spot (shape {coords.shape}, "
                 f"{int(np.size(coords) - np.isfinite(coords).sum())} NaN/inf); fix them or drop those spots"
             )
+    n_before_empty = adata.n_obs
     sc.pp.filter_cells(adata, min_genes=1)
     if adata.n_obs == 0:
         raise UserError("nothing is left after removing empty cells and genes: the expression matrix is all zeros")
@@ -123,5 +124,7 @@ def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool 
         "n_cells": int(out.n_obs),
         "n_genes": int(out.n_vars),
         "hvg": int(n_hvg),
+        "hvg_requested": int(hvg),
+        "n_empty_cells_dropped": int(n_before_empty - out.n_obs),
     }
     return out

@@ -6,6 +6,7 @@ generic defaults of the task (``configs/generic_{sc,st}.yaml``) < ``configs/data
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -116,15 +117,36 @@ def resolve_config(*, dataset: str | None = None, task: str | None = None, confi
     return validate(config)
 
 
+def _as_int(value) -> int:
+    """An integer, or an integral float (YAML's 1.0e3); never a bool, a fraction (2.9 is not 2) or NaN."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise ValueError(value)
+        return int(value)
+    return int(value)
+
+
+def _as_number(value) -> float:
+    """A finite number (never a bool, NaN or inf)."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
 def validate(config: dict) -> dict:
     out = dict(config)
     for key, typ in TYPES.items():
         if out.get(key) is None:
             continue
         try:
-            out[key] = typ(out[key])
-        except (TypeError, ValueError):
-            raise UserError(f"{key} must be {'an integer' if typ is int else 'a number'}, got {out[key]!r}")
+            out[key] = _as_int(out[key]) if typ is int else _as_number(out[key])
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"{key} must be {'a whole number' if typ is int else 'a finite number'}, got {out[key]!r}") from None
     for key, allowed in CHOICES.items():
         if out.get(key) is not None and out[key] not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{out[key]}'")
@@ -168,8 +190,8 @@ def parse_pair(value, name: str) -> list[int]:
     if isinstance(value, str):
         value = value.replace(" ", "").split(",")
     try:
-        pair = [int(v) for v in value]
-    except (TypeError, ValueError):
+        pair = [_as_int(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{name} must be two integers like 5,0 — got {value!r}")
     if len(pair) != 2 or min(pair) < 0:
         raise UserError(f"{name} must be two integers ≥ 0 like 5,0 — got {value!r}")
@@ -182,8 +204,8 @@ def parse_int_list(value, name: str) -> list[int]:
     if isinstance(value, str):
         value = [v for v in value.replace(" ", "").split(",") if v]
     try:
-        out = [int(v) for v in value]
-    except (TypeError, ValueError):
+        out = [_as_int(v) for v in value]
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{name} must be integers like 5,15,25 — got {value!r}")
     if not out:
         raise UserError(f"{name} is empty")

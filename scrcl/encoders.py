@@ -7,10 +7,32 @@ matrix product per layer (on CPU about 4x faster than message passing over ``edg
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch_geometric.nn import GCNConv
+
+
+@contextmanager
+def _generated_code_removed():
+    """PyG writes each layer class's generated ``propagate`` module to the system's temporary directory and never
+    deletes it (one file per process and class). The module is imported at once, so it is written to a private
+    directory here that is removed as soon as the layer exists."""
+    try:
+        private = tempfile.mkdtemp(prefix="scrcl-pyg-")
+    except OSError:  # no usable temporary directory: PyG needs none if this class's module exists already
+        yield
+        return
+    previous, tempfile.tempdir = tempfile.tempdir, private
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(private, ignore_errors=True)
 
 
 class SparseGCNConv(GCNConv):
@@ -21,6 +43,10 @@ class SparseGCNConv(GCNConv):
     bfloat16 or float16 version; the sparse product is ~10% of an epoch's arithmetic, so it stays in float32
     while the dense products run in the low precision.
     """
+
+    def __init__(self, *args, **kwargs):
+        with _generated_code_removed():
+            super().__init__(*args, **kwargs)
 
     def message_and_aggregate(self, adj_t, x: Tensor) -> Tensor:
         if not torch.is_autocast_enabled(x.device.type):  # full precision: PyG's product, unchanged

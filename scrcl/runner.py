@@ -25,6 +25,7 @@ from scrcl.atomic import atomic_path, atomic_write_text
 from scrcl.errors import Interrupted, UserError
 from scrcl.metrics import SCORES
 
+_USER_SET_WANDB_CACHE = "WANDB_CACHE_DIR" in os.environ
 _IN_FIT = False  # True while Lightning's fit loop runs: it handles SIGTERM itself (see train.py)
 
 
@@ -159,6 +160,8 @@ def _loggers(config: dict, run_dir: Path, seed: int, resume_epoch: int | None = 
     loggers = [csv_logger]
     if config.get("logger") == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` uploads later
+        if not _USER_SET_WANDB_CACHE:  # W&B's own debug logs (wandb-core) go under the run, not ~/.cache/wandb
+            os.environ["WANDB_CACHE_DIR"] = str(run_dir / "wandb" / "cache")
         if os.environ.get("WANDB_MODE") != "disabled":
             from lightning.pytorch.loggers import WandbLogger
 
@@ -481,6 +484,8 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         datamodule = make_datamodule(config, adata)
         datamodule.setup("fit")  # bad input fails here, before anything but the claim is written
         log(datamodule.summary())
+        for note in datamodule.notes():
+            log(f"note: {note}")
         atomic_write_text(root / "config.yaml", yaml.safe_dump({k: v for k, v in config.items() if k != "resume"}, sort_keys=True))
         all_metrics = _run_seeds(config, datamodule, seeds, root, resume_dir, log)
     except (Interrupted, KeyboardInterrupt) as err:  # a signal: resumable if a checkpoint exists, else nothing kept

@@ -81,6 +81,17 @@ def check_parameter(path: Path, name: str, spec) -> None:
         raise UserError(f"sweep file {path}: parameter '{name}' needs a non-empty list of values")
     if kind not in ("constant", "categorical") and not all(k in spec for k in _bounds(kind)):
         raise UserError(f"sweep file {path}: parameter '{name}' ({kind}) needs {' and '.join(_bounds(kind))}")
+    if kind not in ("constant", "categorical"):
+        bounds = {}
+        for key in _bounds(kind):
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"sweep file {path}: parameter '{name}' ({kind}): {key} must be a finite number, got {value!r}")
+            bounds[key] = value
+        if "min" in bounds and bounds["min"] > bounds["max"]:
+            raise UserError(f"sweep file {path}: parameter '{name}' ({kind}): min {bounds['min']} is above max {bounds['max']}")
+        if kind == "normal" and bounds["sigma"] < 0 or kind.startswith("q_") and bounds["q"] <= 0:
+            raise UserError(f"sweep file {path}: parameter '{name}' ({kind}): {'sigma must be ≥ 0' if kind == 'normal' else 'q must be above 0'}")
 
 
 def _bounds(kind: str) -> tuple[str, ...]:

@@ -82,6 +82,19 @@ CASES = {
     "negative_seed": Case(["--dataset", "pbmc68k", "--seed", "-1"], ["seeds must be in 0 …", "got -1"]),
     "diverging_lr": Case(["--dataset", "pbmc68k", "--lr", "1e8"], ["training diverged", "NaN or infinite at epoch 1", "lower --lr"]),
     "visium_without_positions": Case(["--data", "{d}/visium_no_positions"], ["spot coordinates"]),
+    # -- invalid numbers, one-class labels, places that cannot be written (runs that survive mistakes)
+    "nan_lr": Case(["--dataset", "pbmc68k", "--lr", "nan"], ["lr must be a finite number", "nan"]),
+    "inf_tau": Case(["--dataset", "pbmc68k", "--tau", "inf"], ["tau must be a finite number"]),
+    "nan_dropout": Case(["--dataset", "pbmc68k", "--dropout", "nan"], ["dropout must be a finite number"]),
+    "nan_weight_decay": Case(["--dataset", "pbmc68k", "--weight-decay=-inf"], ["weight_decay must be a finite number"]),
+    "fractional_integer_in_yaml": Case(["--dataset", "pbmc68k", "--config", "{d}/fractional.yaml"], ["hvg must be a whole number", "2.9"]),
+    "boolean_integer_in_yaml": Case(["--dataset", "pbmc68k", "--config", "{d}/boolean.yaml"], ["hvg must be a whole number", "True"]),
+    "one_class_labels": Case(["--data", "{d}/one_class.h5ad", "--label-key", "cell_type", "--k", "3"], ["single class", "--n-clusters"]),
+    "unwritable_output": Case(["--dataset", "pbmc68k", "--output", "/sys/scrcl-test-output"], ["/sys", "--output"]),
+    "output_is_a_file": Case(["--dataset", "pbmc68k", "--output", "{d}/good.h5ad"], ["{d}/good.h5ad", "--output"]),
+    "run_name_outside_output": Case(["--dataset", "pbmc68k", "--run-name", "../escaped"], ["--run-name", "inside --output"]),
+    "unwritable_cache": Case(["--dataset", "pbmc68k"], ["cache directory /sys/scrcl-test-cache", "SCRCL_CACHE_DIR", "--no-cache"],
+                             env={"SCRCL_CACHE_DIR": "/sys/scrcl-test-cache"}),
 }
 IN_DEFAULT_RUN = ["unknown_dataset", "missing_file_download_fails", "corrupt_h5ad", "n_clusters_above_cells"]
 
@@ -113,6 +126,11 @@ def write_inputs(d: Path) -> None:
     a.write_h5ad(d / "zeros.h5ad")
     _anndata(n=10).write_h5ad(d / "ten_cells.h5ad")
     _anndata(g=3).write_h5ad(d / "three_genes.h5ad")
+    a = _anndata()
+    a.obs["cell_type"] = pd.Categorical(["a"] * 40)
+    a.write_h5ad(d / "one_class.h5ad")
+    (d / "fractional.yaml").write_text("hvg: 2.9\n")
+    (d / "boolean.yaml").write_text("hvg: true\n")
     a = _anndata()
     a.obsm["spatial"] = np.random.default_rng(1).normal(size=(40, 2))
     a.obsm["spatial"][5, 1] = np.nan
@@ -154,6 +172,11 @@ class Outcome:
     empty: Path
 
 
+def _output_args(args: list, output: Path) -> list:
+    """``--output OUT`` unless the case sets its own (an unwritable place, a file)."""
+    return [] if "--output" in args else ["--output", str(output)]
+
+
 def _fill(text: str, inputs: Path, empty: Path) -> str:
     return text.replace("{d}", str(inputs)).replace("{empty}", str(empty))
 
@@ -171,7 +194,7 @@ def _run_cli(name: str, root: Path, inputs: Path, data_dir: Path) -> Outcome:
     args = [_fill(a, inputs, empty) for a in case.args]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [str(PYTHON), str(TRAIN), *args, "--epochs", "1", "--output", str(output)],
+        [str(PYTHON), str(TRAIN), *args, "--epochs", "1", *_output_args(args, output)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT,
     )
     return Outcome(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0, output, cache, inputs, empty)
@@ -239,13 +262,15 @@ def test_in_process(name, inputs, tmp_path, monkeypatch, capfd, data_dir):
     monkeypatch.setattr(download.urllib.request, "urlopen", no_network)
     monkeypatch.setenv("SCRCL_DATA_DIR", str(data_dir))
     monkeypatch.setenv("SCRCL_CACHE_DIR", str(tmp_path / "cache"))
+    for key, value in CASES[name].env.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     empty = tmp_path / "empty_data"
     empty.mkdir()
     args = [_fill(a, inputs, empty) for a in CASES[name].args]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
-        code = train.main([*args, "--epochs", "1", "--output", str(tmp_path / "out")])
+        code = train.main([*args, "--epochs", "1", *_output_args(args, tmp_path / "out")])
     captured = capfd.readouterr()
     assert_one_clear_line(name, code, captured.out, captured.err, inputs, empty)
     shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))]

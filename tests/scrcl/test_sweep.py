@@ -197,12 +197,16 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
     (["configs/sweeps/hvg.yaml", "--epochs", "0"], "epochs must be at least 1"),
     (["configs/sweeps/k.yaml", "--count", "3"], "--count is for method random"),
     (["BAYES"], "method must be grid or random offline"),
+    (["MIN_ABOVE_MAX"], "min 0.01 is above max 0.0001"),
+    (["TEXT_BOUND"], "max must be a finite number, got 'big'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     files = {
         "BAD_YAML": "method: grid\nparameters: {hvg: [500\n",
         "UNKNOWN_PARAM": "method: grid\nparameters:\n  hidden_dim:\n    values: [32, 64]\n",
         "BAYES": "method: bayes\nparameters:\n  hvg:\n    values: [500]\n",
+        "MIN_ABOVE_MAX": "method: random\nparameters:\n  lr:\n    distribution: log_uniform_values\n    min: 0.01\n    max: 0.0001\n",
+        "TEXT_BOUND": "method: random\nparameters:\n  lr:\n    min: 0.0001\n    max: big\n",
     }
     if args[0] in files:
         path = tmp_path / f"{args[0].lower()}.yaml"

@@ -110,7 +110,7 @@ def test_api_fit_with_labels_scores_and_needs_clusters_otherwise():
     assert set(scores) == {"acc", "nmi", "ari", "f1"} and 0 < scores["nmi"] <= 1
     unlabelled = sc.datasets.pbmc68k_reduced()
     unlabelled.X = unlabelled.raw.X.copy()
-    with pytest.raises(UserError, match="n-clusters"):
+    with pytest.raises(UserError, match="n_clusters="):  # the API's words, not the CLI's --n-clusters
         scrcl.fit(unlabelled, epochs=1, hidden_dim=16)
 
 
@@ -197,13 +197,13 @@ def test_switches_must_be_true_or_false(key):
     ("umap_every", -1, "umap_every must be ≥ 0 (0: only at the end), got -1"),  # was taken silently
     ("gene_dim", 0, "gene_dim must be at least 1, got 0"),  # was read as "not given" (the cluster count)
     ("gene_dim", -5, "gene_dim must be at least 1, got -5"),  # was a traceback from torch
-    ("gene_dim", "wide", "gene_dim must be an integer, got 'wide'"),
+    ("gene_dim", "wide", "gene_dim must be a whole number, got 'wide'"),
     ("seed", -1, "seeds must be in 0 … 4294967295 (numpy's range), got -1"),  # was numpy's traceback
     ("seed", 2**32, "seeds must be in 0 … 4294967295 (numpy's range), got 4294967296"),
     ("seeds", "5,-15", "seeds must be in 0 … 4294967295 (numpy's range), got -15"),
     ("seeds", "5,15,5", "seeds lists 5 more than once; each seed is one run"),  # the sweep said "two trials share a run directory"
-    ("hidden_dim", "1.5k", "hidden_dim must be an integer, got '1.5k'"),
-    ("lr", "fast", "lr must be a number, got 'fast'"),
+    ("hidden_dim", "1.5k", "hidden_dim must be a whole number, got '1.5k'"),
+    ("lr", "fast", "lr must be a finite number, got 'fast'"),
     ("devices", 2, "devices = 2: scRCL trains on the whole graph in one batch, so a run uses one device; to use several GPUs, "
                    "run trials side by side: python -m scrcl.sweep / scrcl.ablate --gpus 0,1,2,3 (or one train.py per GPU with "
                    "CUDA_VISIBLE_DEVICES)"),  # was a hang: DDP's second rank failed on the run directory, rank 0 waited

@@ -1,0 +1,146 @@
+"""Mistakes and unusual input a user meets, through the real entry points: each is one clear line (or a note),
+never a traceback, and nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+import scrcl
+from scrcl.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--epochs", "2", "--hidden-dim", "16", "--no-umap", "--no-progress"]
+
+
+def train(tmp_path, data_dir, *args, **environ):
+    env = {**os.environ, "SCRCL_DATA_DIR": str(data_dir), "SCRCL_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
+           "MPLBACKEND": "Agg", **environ}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def evaluate(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("finished")
+    proc = train(tmp, data_dir, "--dataset", "pbmc68k", *FAST, "--output", tmp / "runs", "--run-name", "r",
+                 WANDB_MODE="offline", HOME=str(tmp / "home"))
+    assert proc.returncode == 0, proc.stderr
+    return tmp, proc
+
+
+# -- results files that are damaged ----------------------------------------------------------------------------------
+def test_a_truncated_result_h5ad_and_a_corrupt_metrics_json_are_one_line_naming_the_file(tmp_path, finished_run):
+    tmp, _ = finished_run
+    run = tmp_path / "r"
+    run.mkdir()
+    for name in ("config.yaml", "metrics.json"):
+        (run / name).write_bytes((tmp / "runs" / "r" / name).read_bytes())
+    whole = (tmp / "runs" / "r" / "result.h5ad").read_bytes()
+    (run / "result.h5ad").write_bytes(whole[: len(whole) // 3])
+    line = one_error_line(evaluate(run, cwd=tmp_path))
+    assert f"cannot read {run / 'result.h5ad'}" in line and "truncated" in line
+    (run / "metrics.json").write_text('{"acc": 0.5, "nmi"')
+    line = one_error_line(evaluate("--aggregate", tmp_path, cwd=tmp_path))
+    assert f"{run / 'metrics.json'} is not a valid metrics.json" in line
+
+
+# -- what a run leaves outside its directory --------------------------------------------------------------------------
+def test_wandb_logs_stay_in_the_run_directory_and_pyg_leaves_no_generated_modules(tmp_path, finished_run):
+    import tempfile
+
+    tmp, _ = finished_run
+    home = tmp / "home"
+    assert not (home / ".cache" / "wandb").exists()  # wandb-core's debug logs went to the run directory
+    assert list((tmp / "runs" / "r" / "wandb" / "cache").rglob("core-debug-*.log"))
+    before = set(Path(tempfile.gettempdir()).glob("*propagate*.py"))
+    from scrcl.encoders import SparseGCNConv
+
+    class FreshLayer(SparseGCNConv):  # a class PyG has not generated code for in this process
+        pass
+
+    FreshLayer(4, 3, normalize=False)
+    assert set(Path(tempfile.gettempdir()).glob("*propagate*.py")) == before
+
+
+# -- notes instead of silence, .raw when X cannot be used --------------------------------------------------------------
+def test_scaled_x_with_raw_runs_on_raw_and_the_summary_says_what_was_changed(tmp_path, data_dir):
+    adata = sc.datasets.pbmc68k_reduced()  # X z-scored (negative values), raw log-normalised, 765 genes
+    adata.raw.X[5] = 0  # a cell with no expressed gene (in .raw)
+    adata.write_h5ad(tmp_path / "scaled.h5ad")
+    proc = train(tmp_path, data_dir, "--data", tmp_path / "scaled.h5ad", "--label-key", "bulk_labels", "--hvg", "5000",
+                 "--graph-pcs", "900", *FAST, "--output", tmp_path / "runs")
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("note: ")]
+    assert any("scaled.h5ad: X has negative values" in n and ".raw is used (765 genes" in n for n in notes), proc.stdout
+    assert any(n.startswith("note: 1 cells with no expressed gene were dropped (699 remain)") for n in notes), notes
+    assert any("hvg = 5000 asked for, but the data have 765 expressed genes" in n for n in notes), notes
+    assert any("graph_pcs = 900 asked for, but the data allow 698 principal components" in n for n in notes), notes
+
+
+# -- the Python API ---------------------------------------------------------------------------------------------------
+def test_api_duplicate_obs_names_work_by_position():
+    adata = sc.datasets.pbmc68k_reduced()
+    adata.X = adata.raw.X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata.obs_names = ["same"] * (adata.n_obs // 2) + [f"c{i}" for i in range(adata.n_obs - adata.n_obs // 2)]
+    scrcl.fit(adata, label_key="bulk_labels", epochs=2, hidden_dim=16)
+    assert np.isfinite(adata.obsm["X_scrcl"]).all() and adata.obs["scrcl_cluster"].notna().all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_clusters": 3.7}, "n_clusters must be a whole number, got 3.7"),
+    ({"n_clusters": 3, "lr": float("nan")}, "lr must be a finite number"),
+    ({}, "pass n_clusters=C"),
+    ({"n_clusters": 3, "k": 1}, "k = 1"),
+])
+def test_api_errors_speak_of_arguments(kwargs, message):
+    adata = sc.datasets.pbmc68k_reduced()
+    with pytest.raises(UserError) as caught:
+        scrcl.fit(adata, epochs=1, hidden_dim=8, **kwargs)
+    assert message in str(caught.value) and "--" not in str(caught.value)
+
+
+def test_api_refuses_an_array_with_a_type_error():
+    with pytest.raises(TypeError, match="takes an AnnData .* got numpy.ndarray"):
+        scrcl.fit(np.ones((10, 5)), n_clusters=2)
+
+
+def test_one_class_labels_with_n_clusters_are_scored_honestly():
+    adata = sc.datasets.pbmc68k_reduced()
+    adata.obs["one"] = pd.Categorical(["T"] * adata.n_obs)
+    with pytest.raises(UserError, match="single class"):
+        scrcl.fit(adata, label_key="one", epochs=1, hidden_dim=8)
+    scrcl.fit(adata, n_clusters=3, label_key="one", epochs=1, hidden_dim=8)
+    scores = adata.uns["scrcl"]["scores"]
+    assert scores["ari"] == 0.0 and scores["acc"] < 1.0  # three clusters against one class: no perfect score
+
+
+def test_metrics_json_of_a_finished_run_is_valid(finished_run):
+    tmp, _ = finished_run
+    metrics = json.loads((tmp / "runs" / "r" / "metrics.json").read_text())
+    assert metrics["epoch"] == 2

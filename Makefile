@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install train test test-all clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt > $(VENV)/pip.log 2>&1 || (grep -v "is ignored: it is neither" $(VENV)/pip.log; exit 1)
-	$(PY) -c "import torch, lightning, torch_geometric, scanpy"
+	# the project itself, editable: scrcl and datamodules import from anywhere, no sys.path edits
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . >> $(VENV)/pip.log 2>&1 || (tail -20 $(VENV)/pip.log; exit 1)
+	$(PY) -c "import torch, lightning, torch_geometric, scanpy, scrcl, datamodules"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from scrcl.errors import UserError
-from scrcl.metrics import SCORES, clustering_scores, mean_std_text
+from scrcl.eval.metrics import SCORES, clustering_scores, mean_std_text
 
 
 
@@ -99,10 +99,13 @@ def score_run(run_dir: Path) -> dict:
 
 
 def run_analyses(run_dir: Path, data_dir: str | None) -> dict | None:
-    """Write RUN_DIR/analyses/ (see scrcl/analyses.py); the run's scores when it had labels, else None."""
-    from scrcl.analyses import ANALYSES_DIR, run_analyses as write_analyses
+    """Write RUN_DIR/analyses/ (see scrcl/eval/analyses.py); the run's scores when it had labels, else None."""
+    from scrcl.eval.analyses import ANALYSES_DIR, run_analyses as write_analyses
+    from scrcl.train.loggers import quiet_libraries
+    from scrcl.train.results import load_run
 
-    written = write_analyses(run_dir, data_dir, log=lambda line: print(line, file=sys.stderr))
+    quiet_libraries()
+    written = write_analyses(load_run(Path(run_dir), data_dir), log=lambda line: print(line, file=sys.stderr))
     print(f"analyses: {len(written)} files in {Path(run_dir) / ANALYSES_DIR}")
     for path in written:
         print(f"  {path.name}")
@@ -126,8 +129,8 @@ def collect_runs(paths: list[Path]) -> list[dict]:
     None where the run directory has no config.yaml."""
     import yaml
 
-    from scrcl.config import RUN_DEFAULTS
-    from scrcl.launcher import IGNORED_KEYS
+    from scrcl.train.config import RUN_DEFAULTS
+    from scrcl.experiments.launcher import IGNORED_KEYS
 
     runs = []
     for root in paths:

@@ -14,7 +14,7 @@ runs back. This script copies only the small text files a table is rendered from
     python benchmarks/records.py save --only ablations/components-pbmc10x
 
 A restored run directory holds ``config.yaml`` and ``metrics.json``, which is what the launchers
-(``scrcl.ablate``, ``scrcl.sweep``) and ``paper_table.py`` / ``spatial_table.py`` read to count a
+(``scrcl.experiments.ablate``, ``scrcl.experiments.sweep``) and ``paper_table.py`` / ``spatial_table.py`` read to count a
 trial as finished with the same settings and to render its row; they run only what is missing.
 Nothing is overwritten: a file that exists on both sides with different contents stops the copy
 with one line naming it (a run was redone with other results, or the settings changed), and a
@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from scrcl.atomic import atomic_path  # noqa: E402
 from scrcl.errors import UserError, run_entry  # noqa: E402

@@ -42,8 +42,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
+from datamodules.datamodule import ScRCLDataModule
+from scrcl.train.module import build_module
+from scrcl.train.loggers import quiet_libraries
 from scrcl.errors import UserError, run_entry  # noqa: E402
 
 SIZES = (2000, 8000, 32000, 128000)
@@ -103,7 +105,7 @@ def resample_cells(n: int, data_dir: str | None, seed: int):
 
 
 def bench_config(data_path: Path, args, impl: str = "linear", **extra) -> dict:
-    from scrcl.config import resolve_config
+    from scrcl.train.config import resolve_config
 
     overrides = {
         "data": str(data_path), "label_key": "label", "task": "sc", "hidden_dim": args.hidden_dim,
@@ -137,14 +139,13 @@ def timed_graph_functions() -> dict:
 
 def worker_prepare(args, work: Path) -> dict:
     """Resample the cells, then preprocess and build the graphs once (the DataModule caches them)."""
-    from scrcl import runner
 
     t0 = time.perf_counter()
     adata = resample_cells(args.n, args.data_dir, args.seed)
     adata.write_h5ad(data_path(work, args.n))
     resample_s = time.perf_counter() - t0
     seconds = timed_graph_functions()
-    datamodule = runner.make_datamodule(bench_config(data_path(work, args.n), args))
+    datamodule = ScRCLDataModule.from_config(bench_config(data_path(work, args.n), args))
     t0 = time.perf_counter()
     datamodule.setup("fit")
     setup_s = time.perf_counter() - t0
@@ -185,14 +186,10 @@ def timed_epoch(module, optimizer, batch, device) -> dict:
     The loss's backward ends when the gradients of all four loss inputs are complete (tensor hooks):
     autograd runs the loss nodes, created last, before any encoder node.
     """
-    from scrcl.losses import scrcl_loss
-
-    hp = module.hparams
     t0 = clock(device)
     out = module.model(batch)
     t1 = clock(device)
-    terms = scrcl_loss(out["e_m"], out["e_g"], out["z_m"], out["z_g"], batch.cell_graph, alpha=hp.alpha,
-                       beta=hp.beta, tau=hp.tau, hea_weight=hp.hea_weight, impl=hp.loss_impl)
+    terms = module.objective(out, batch.cell_graph)
     t2 = clock(device)
     done: list[float] = []
     for key in ("e_m", "e_g", "z_m", "z_g"):
@@ -217,17 +214,16 @@ def worker_train(args, work: Path) -> dict:
     import lightning as L
     import torch
 
-    from scrcl import runner
 
-    runner.quiet_libraries()
+    quiet_libraries()
     config = bench_config(data_path(work, args.n), args, args.impl)
-    datamodule = runner.make_datamodule(config)
+    datamodule = ScRCLDataModule.from_config(config)
     t0 = time.perf_counter()
     datamodule.setup("fit")
     setup_s = time.perf_counter() - t0
     L.seed_everything(args.seed, verbose=False)
     device = torch.device(args.device)
-    module = runner.build_module(config, datamodule).to(device)
+    module = build_module(config, datamodule.n_cells, datamodule.n_genes, datamodule.n_clusters).to(device)
     module.train()
     batch = datamodule.batch.to(device)
     optimizer = first_optimizer(module.configure_optimizers())
@@ -243,8 +239,9 @@ def worker_trainer(args, work: Path) -> dict:
     """``--epochs`` epochs through ``runner.train_one`` (Lightning, evaluation callback, k-means, UMAP)."""
     import numpy as np
 
-    from scrcl import plots, runner
-    from scrcl.clustering import kmeans
+    from scrcl.eval import plots
+    from scrcl.eval.clustering import kmeans
+    from scrcl.train import run as runner
 
     umap_seconds = []
     original = plots.umap_coordinates
@@ -259,7 +256,7 @@ def worker_trainer(args, work: Path) -> dict:
     plots.umap_coordinates = timed_umap
     config = bench_config(data_path(work, args.n), args, "linear", epochs=args.epochs, eval_every=args.epochs,
                           accelerator="gpu" if args.device == "cuda" else "cpu")
-    datamodule = runner.make_datamodule(config)
+    datamodule = ScRCLDataModule.from_config(config)
     datamodule.setup("fit")
     run_dir = work / f"trainer_{args.n}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -300,11 +297,10 @@ def worker_sparse(args, work: Path) -> dict:
     """
     import torch
 
-    from scrcl import runner
-    from scrcl.config import resolve_config
+    from scrcl.train.config import resolve_config
 
     overrides = {"data_dir": args.data_dir, "input": "counts", "tms": [0, 0], "logger": "none", "progress": False}
-    datamodule = runner.make_datamodule(resolve_config(dataset=SOURCE, overrides=overrides))
+    datamodule = ScRCLDataModule.from_config(resolve_config(dataset=SOURCE, overrides=overrides))
     datamodule.setup("fit")
     x = datamodule.batch.x
     x_csr = x.to_sparse_csr()
@@ -486,7 +482,7 @@ def fmt(value, spec: str = ".2f", none: str = "null") -> str:
 
 def report(rows, trainer, sparse, args, info, elapsed_s: float, command: str) -> str:
     """The markdown of benchmarks/results/scaling.md."""
-    from scrcl.plots import UMAP_MAX_CELLS
+    from scrcl.eval.plots import UMAP_MAX_CELLS
 
     lines = [
         "# Scaling: linear vs dense scRCL objective",
@@ -578,7 +574,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from scrcl.plots import save_figure
+    from scrcl.eval.plots import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "total_s", "seconds per epoch"), (axes[1], "peak_mb", "peak memory (MB)")):

@@ -7,7 +7,7 @@
   python benchmarks/spatial_table.py --datasets dlpfc_151673 --seeds 5 --set epochs=2 --set hidden_dim=32   a smoke test
 
 Each (slice, seed) is one run directory ``RUNS/<published|generic>/<slice>/seed<s>/`` written by
-``scrcl.runner.run``. ``--config published`` (the default) runs each slice at its published settings
+``scrcl.train.run.run``. ``--config published`` (the default) runs each slice at its published settings
 (``configs/datasets/NAME.yaml``); ``--config generic`` runs the slice's local .h5ad exactly as
 ``train.py --data FILE --task st --label-key layer_guess`` would, so no per-dataset YAML is read and
 the generic spatial defaults (``configs/generic_st.yaml``) apply. ``--set key=value`` overrides
@@ -24,7 +24,6 @@ Writes ``benchmarks/results/SPATIAL.md`` (``SPATIAL_generic.md`` for ``--config 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
@@ -33,26 +32,20 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.datamodule import ScRCLDataModule
+from scrcl.atomic import atomic_write_text
+from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.experiments.tables import (
+    BASELINE_VERSION, DEFAULT_SEEDS, TABLE_RUN_SETTINGS, leiden_with_k, local_datasets, machine, method_rows, oracle_section,
+    parse_seeds_for, parse_sets, pca_kmeans, scrcl_run, settings_section, table_row,
+)
+from scrcl.train.config import parse_seeds, resolve_config
+from scrcl.train.loggers import quiet_libraries
+from scrcl.train.results import write_json
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.paper_table import BASELINE_VERSION, leiden_with_k, local_datasets, machine, method_rows, parse_seeds_for, scrcl_run, oracle_section, settings_section, _row  # noqa: E402
-from benchmarks.quality import parse_sets, pca_kmeans  # noqa: E402
-from scrcl.config import parse_seeds, resolve_config  # noqa: E402
-from scrcl.atomic import atomic_write_text  # noqa: E402
-from scrcl.errors import UserError, run_entry  # noqa: E402
-
-DEFAULT_SEEDS = "5,15,25,35,45"
 MODES = ("published", "generic")
-# The table needs no W&B run, no progress bar and no periodic plots (the final UMAP and domain map are drawn).
-TABLE_RUN_SETTINGS = {"logger": "none", "progress": False, "umap_every": 0}
 REPORTED = ("ari", "nmi", "ari_unrefined", "nmi_unrefined")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, not a usage dump
-        print(f"error: {message} (see python benchmarks/spatial_table.py --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -84,7 +77,7 @@ def spatial_config(name: str, mode: str, sets: dict, data_dir: str | None) -> di
 # -- baselines ------------------------------------------------------------------------------------
 def _scored(y: np.ndarray, pred: np.ndarray, refined: np.ndarray) -> dict:
     """Scores of the refined prediction under the usual keys, of the raw one under *_unrefined."""
-    from scrcl.metrics import clustering_scores
+    from scrcl.eval.metrics import clustering_scores
 
     known = y >= 0
     raw = clustering_scores(y[known], pred[known])
@@ -95,8 +88,7 @@ def _scored(y: np.ndarray, pred: np.ndarray, refined: np.ndarray) -> dict:
 def baselines(datamodule, config: dict, seed: int, path: Path) -> dict:
     """PCA(30) + k-means and Leiden(k) on ``batch.x``, raw and spatially refined; cached in ``path``
     (recomputed when the preprocessing or the radius changed)."""
-    from scrcl.clustering import refine_spatial
-    from scrcl.runner import write_json
+    from scrcl.eval.clustering import refine_spatial
 
     params = {"input": config["input"], "hvg": config["hvg"], "n_clusters": datamodule.n_clusters,
               "n_cells": datamodule.n_cells, "radius": config["radius"], "version": BASELINE_VERSION}
@@ -121,10 +113,8 @@ def baselines(datamodule, config: dict, seed: int, path: Path) -> dict:
 
 def slice_rows(name: str, mode: str, args, seeds: list[int], sets: dict) -> dict:
     """Every seed of one slice: the scRCL runs (or their finished metrics) and the baselines."""
-    from scrcl import runner
-
     config = spatial_config(name, mode, sets, args.data_dir)
-    datamodule = runner.make_datamodule(config)
+    datamodule = ScRCLDataModule.from_config(config)
     datamodule.setup("fit")
     if not datamodule.has_labels or getattr(datamodule.batch, "coords", None) is None:
         raise UserError(f"'{name}' has no labels or no spot coordinates; the table needs both")
@@ -173,7 +163,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         "",
         "## Final epoch (labels choose nothing)",
         "",
-        _row(["slice", "spots", "genes", "k", "method", "ARI refined", "NMI refined", "ARI raw", "NMI raw", "note"]),
+        table_row(["slice", "spots", "genes", "k", "method", "ARI refined", "NMI refined", "ARI raw", "NMI raw", "note"]),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += method_rows(results, REPORTED, lambda r: f"; radius {r['config']['radius']}")
@@ -181,7 +171,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         "",
         "## Margins: scRCL mean ARI minus the baseline's",
         "",
-        _row(["slice", "vs PCA + k-means, refined", "vs PCA + k-means, raw", "vs Leiden, refined", "vs Leiden, raw",
+        table_row(["slice", "vs PCA + k-means, refined", "vs PCA + k-means, raw", "vs Leiden, refined", "vs Leiden, raw",
               "scRCL refined vs Leiden raw"]),
         "|---|---|---|---|---|---|",
     ]
@@ -189,7 +179,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         km = [b["pca_kmeans"] for b in r["baselines"]]
         ld = [b["leiden"] for b in r["baselines"]]
         ld_raw = [{"ari": b["ari_unrefined"]} for b in ld]
-        lines.append(_row([r["dataset"], _gap(r["scrcl"], km, "ari"), _gap(r["scrcl"], km, "ari_unrefined"),
+        lines.append(table_row([r["dataset"], _gap(r["scrcl"], km, "ari"), _gap(r["scrcl"], km, "ari_unrefined"),
                            _gap(r["scrcl"], ld, "ari"), _gap(r["scrcl"], ld, "ari_unrefined"), _gap(r["scrcl"], ld_raw, "ari")]))
     lines += settings_section(results, "slice")
     lines += oracle_section(results, "slice", ("ari", "nmi"),
@@ -200,7 +190,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
 
 
 def main(argv=None) -> int:
-    parser = _Parser(prog="spatial_table.py", description=__doc__.split("\n")[0])
+    parser = CommandLineParser(prog="spatial_table.py", command="python benchmarks/spatial_table.py", description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", help="comma-separated spatial registry names (default: every spatial slice available locally)")
     parser.add_argument("--seeds", default=DEFAULT_SEEDS)
     parser.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",
@@ -219,7 +209,6 @@ def main(argv=None) -> int:
     output = args.output or ROOT / "benchmarks" / "results" / ("SPATIAL.md" if args.config == "published" else "SPATIAL_generic.md")
 
     from datamodules.registry import get_spec
-    from scrcl import runner
 
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
@@ -230,7 +219,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(seeds_for) - set(names))
     if unknown:
         raise UserError(f"--seeds-for names {', '.join(unknown)}, which is not among the table's slices ({', '.join(names)})")
-    runner.quiet_libraries()
+    quiet_libraries()
     results = [slice_rows(name, args.config, args, seeds_for.get(name, seeds), sets) for name in names]
     text = render(results, mode=args.config, command=command, started=started, seconds=time.perf_counter() - t0,
                   seeds=seeds, runs_dir=args.runs_dir)

@@ -118,6 +118,28 @@ class ScRCLDataModule(L.LightningDataModule):
         self.prepared = None  # the preprocessed AnnData (HVGs), for results and analyses
         self.timings: dict[str, float] = {}
 
+    @classmethod
+    def from_config(cls, config: dict, adata=None) -> "ScRCLDataModule":
+        """The DataModule of a resolved run config (``adata`` in memory replaces the config's dataset or file)."""
+        return cls(
+            dataset=config.get("dataset") if adata is None else None,
+            data=config.get("data") if adata is None else None,
+            adata=adata,
+            data_dir=config.get("data_dir"),
+            label_key=config.get("label_key"),
+            n_clusters=config.get("n_clusters"),
+            task=config.get("task"),
+            input=config["input"],
+            hvg=config["hvg"],
+            k=config["k"],
+            gene_k=config["gene_k"],
+            tms=config["tms"],
+            gene_graph=config.get("gene_graph", "knn"),
+            graph_pcs=config.get("graph_pcs"),
+            cache=config.get("cache", True),
+            progress=config.get("progress", True),
+        )
+
     # -- building ---------------------------------------------------------------------------------
     def _locate(self):
         """Where the input lives, without reading it: (files for the cache key, name, task, read())."""

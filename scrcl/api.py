@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from scrcl.config import resolve_config
+from datamodules.datamodule import ScRCLDataModule
+from scrcl.train.config import resolve_config
 from scrcl.errors import UserError
 
 
@@ -31,7 +32,7 @@ def fit(adata, n_clusters: int | None = None, *, label_key: str | None = None, t
     import numpy as np
     import pandas as pd
 
-    from scrcl import runner
+    from scrcl.train import run as runner
 
     if not isinstance(adata, ad.AnnData):
         kind = f"{type(adata).__module__}.{type(adata).__qualname__}"
@@ -46,7 +47,7 @@ def fit(adata, n_clusters: int | None = None, *, label_key: str | None = None, t
         obs.index = pd.RangeIndex(adata.n_obs).astype(str)
         positional = ad.AnnData(X=adata.X, obs=obs, var=adata.var, obsm=dict(adata.obsm),
                                 raw={"X": adata.raw.X, "var": adata.raw.var} if adata.raw is not None else None)
-        datamodule = runner.make_datamodule(cfg, adata=positional)
+        datamodule = ScRCLDataModule.from_config(cfg, adata=positional)
         datamodule.setup("fit")
         outcome = runner.train_one(cfg, datamodule, seed, run_dir=None)
     except UserError as err:

@@ -5,6 +5,7 @@ value). Entry points print its message as a single line and exit with status 2, 
 """
 
 
+import argparse
 import sys
 from typing import Callable
 
@@ -59,3 +60,15 @@ def run_entry(main: Callable[[list[str] | None], int], argv: list[str] | None = 
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse for every command of the project: a wrong flag is one :class:`UserError` line (exit 2 through
+    :func:`run_entry`), not a usage dump. ``command`` is how the user runs it, for the hint."""
+
+    def __init__(self, *args, command: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.command = command or f"python {self.prog}"
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.command} --help)")

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scrcl.analyses import cluster_categories, comparable_clusters, rank_markers
+from datamodules.datamodule import ScRCLDataModule
+from scrcl.eval.analyses import cluster_categories, comparable_clusters, rank_markers
 
 ROOT = Path(__file__).resolve().parents[2]
 SCORE_LINE = re.compile(r"^ACC \d\.\d{4} NMI \d\.\d{4} ARI -?\d\.\d{4} F1 \d\.\d{4}$")
@@ -226,7 +227,7 @@ def test_paper_table_bad_input_is_one_line(tmp_path, data_dir):
 
 
 def test_local_datasets_are_the_ones_on_disk(data_dir):
-    from benchmarks.paper_table import local_datasets
+    from scrcl.experiments.tables import local_datasets
     from datamodules.registry import get_spec
 
     names = local_datasets(str(data_dir), "sc")
@@ -240,11 +241,10 @@ def test_local_datasets_are_the_ones_on_disk(data_dir):
 
 def test_leiden_resolution_search_reaches_k_without_labels(data_dir):
     """On PBMC 68k's preprocessed input the bisection finds a resolution giving exactly k clusters."""
-    from benchmarks.paper_table import leiden_with_k, table_config
-    from scrcl import runner
+    from scrcl.experiments.tables import leiden_with_k, table_config
 
     config = table_config("pbmc68k", 2, {}, str(data_dir))
-    datamodule = runner.make_datamodule(config)
+    datamodule = ScRCLDataModule.from_config(config)
     datamodule.setup("fit")
     x = datamodule.batch.x.numpy()
     for k in (4, 10):
@@ -260,13 +260,12 @@ def test_baselines_do_not_depend_on_the_callers_thread_count(data_dir):
     thread and 0.938 with two, and a different partition."""
     from threadpoolctl import threadpool_limits
 
-    from benchmarks.paper_table import leiden_with_k
-    from benchmarks.quality import pca_kmeans
-    from scrcl import runner
-    from scrcl.config import resolve_config
+    from scrcl.experiments.tables import leiden_with_k
+    from scrcl.experiments.tables import pca_kmeans
+    from scrcl.train.config import resolve_config
 
     config = resolve_config(dataset="dlpfc_151673", overrides={"data_dir": str(data_dir)})
-    datamodule = runner.make_datamodule(config)
+    datamodule = ScRCLDataModule.from_config(config)
     datamodule.setup("fit")
     x = datamodule.batch.x.numpy()
     runs = []

@@ -10,7 +10,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,7 +76,7 @@ def test_wandb_logs_stay_in_the_run_directory_and_pyg_leaves_no_generated_module
     assert not (home / ".cache" / "wandb").exists()  # wandb-core's debug logs went to the run directory
     assert list((tmp / "runs" / "r" / "wandb" / "cache").rglob("core-debug-*.log"))
     before = set(Path(tempfile.gettempdir()).glob("*propagate*.py"))
-    from scrcl.encoders import SparseGCNConv
+    from scrcl.model.encoders import SparseGCNConv
 
     class FreshLayer(SparseGCNConv):  # a class PyG has not generated code for in this process
         pass

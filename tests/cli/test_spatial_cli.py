@@ -21,8 +21,8 @@ import pytest
 import scipy.sparse as sp
 
 from datamodules.readers import unify_label_vocabulary
-from scrcl.clustering import refine_spatial
-from scrcl.metrics import clustering_scores
+from scrcl.eval.clustering import refine_spatial
+from scrcl.eval.metrics import clustering_scores
 
 ROOT = Path(__file__).resolve().parents[2]
 SCORES = ("acc", "nmi", "ari", "f1")

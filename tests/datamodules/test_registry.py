@@ -83,7 +83,7 @@ def test_every_dataset_says_where_to_get_it():
 def test_published_configs_state_the_reference_optimizer_and_generic_ones_keep_their_own():
     """Every configs/datasets/*.yaml sets the reference's Adam + L2 itself (scRNA-seq and spatial alike), and the
     project's own choices (AdamW) stay in the generic configs, which the local datasets and users' files get."""
-    from scrcl.config import dataset_config, generic_config, resolve_config
+    from scrcl.train.config import dataset_config, generic_config, resolve_config
 
     configs = sorted(p.stem for p in (ROOT / "configs/datasets").glob("*.yaml"))
     assert configs

@@ -1,0 +1,236 @@
+"""What the results tables share (benchmarks/paper_table.py, benchmarks/spatial_table.py): which datasets and settings,
+the scRCL runs behind a row (resumed, reused only with the same settings), the label-free baselines on the same input
+(PCA(30) + k-means, Leiden with a resolution bisected to k clusters), and the rows of the markdown tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from scrcl.errors import UserError
+from scrcl.eval.metrics import mean_std_text
+from scrcl.train.config import RUN_DEFAULTS, generic_config, parse_seeds, resolve_config
+
+DEFAULT_SEEDS = "5,15,25,35,45"
+# Keys that change what a run computes; an existing run is reused only if all of them agree.
+RUN_METHOD_KEYS = ("refine", "views", "gene_graph", "graph_pcs", "eval_every", "n_clusters", "label_key")
+# What the table runs never need: UMAPs every few evaluations (the final one is still drawn).
+TABLE_RUN_SETTINGS = {"logger": "none", "progress": False, "umap_every": 0}
+
+
+# -- which datasets, which settings ----------------------------------------------------------------
+def local_datasets(data_dir: str | None, task: str) -> list[str]:
+    """Registry datasets with every file of one source present in the data directory (sources with
+    no files, like pbmc68k bundled with scanpy, always count); ``task`` 'sc', 'st' or 'all'."""
+    from datamodules.loading import resolve_data_dir
+    from datamodules.registry import REGISTRY
+
+    root = resolve_data_dir(data_dir)
+    names = []
+    for name, spec in sorted(REGISTRY.items()):
+        if task != "all" and spec.task != task:
+            continue
+        if any(all((root / f.path).exists() for f in source.files.values()) for source in spec.sources):
+            names.append(name)
+    return names
+
+
+def table_config(name: str, epochs: int | None, sets: dict, data_dir: str | None) -> dict:
+    """The dataset's own resolved config with the table's overrides (``--epochs``, ``--set``)."""
+    overrides = {**sets, **TABLE_RUN_SETTINGS, "epochs": epochs, "data_dir": data_dir}
+    return resolve_config(dataset=name, overrides=overrides)
+
+
+def method_keys(config: dict) -> list[str]:
+    return sorted(set(generic_config(config["task"])) | set(RUN_METHOD_KEYS))
+
+
+def check_same_settings(run_dir: Path, config: dict) -> None:
+    """Refuse to mix runs made with other settings into the table."""
+    import yaml
+
+    old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    differ = [k for k in method_keys(config) if old.get(k, RUN_DEFAULTS.get(k)) != config.get(k)]
+    if differ:
+        shown = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in differ)
+        raise UserError(f"{run_dir} was run with other settings ({shown}); use another --runs-dir or remove it")
+
+
+# -- scRCL runs -----------------------------------------------------------------------------------
+def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_checkpoints: bool) -> dict:
+    """One run directory's metrics.json (``run_dir`` under ``runs_dir``); trains only when it does not exist yet."""
+    from scrcl.train import run as runner
+
+    metrics_path = run_dir / "metrics.json"
+    label = run_dir.relative_to(runs_dir)
+    if metrics_path.exists():
+        check_same_settings(run_dir, config)
+        print(f"{label}: done before, reading {metrics_path}", flush=True)
+        return json.loads(metrics_path.read_text())
+    config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": str(label)}
+    resume = run_dir if run_dir.exists() and any(run_dir.iterdir()) else None
+    if resume is not None:
+        check_same_settings(run_dir, config)
+    runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))
+    if not keep_checkpoints:  # at d = 1500 each is ~170 MB; the finished run does not need it
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return json.loads(metrics_path.read_text())
+
+
+# Part of each cached baseline's key: a cache written by an older version is recomputed.
+# 2: PCA and the neighbour graph on one BLAS/OpenMP thread (before, the figures moved with the thread count).
+BASELINE_VERSION = 2
+
+
+def leiden_with_k(x, n_clusters: int, seed: int, max_steps: int = 40) -> dict:
+    """scanpy Leiden on the 15-NN graph of PCA(30) of ``x`` (N, h), its resolution bisected until it
+    gives ``n_clusters`` clusters (else the closest count found). Label-free: only the count is used.
+    Returns {'pred', 'resolution', 'n_found'}.
+
+    PCA and the neighbour graph run on one BLAS/OpenMP thread: with two threads the summation order
+    changes the last bits of the PCs, the graph's ties and then the partition, and the figure
+    depended on how many threads the calling process had."""
+    import anndata as ad
+    import scanpy as sc
+    from threadpoolctl import threadpool_limits
+
+    adata = ad.AnnData(np.asarray(x, dtype=np.float32))
+    with threadpool_limits(limits=1):
+        sc.pp.pca(adata, n_comps=min(30, min(adata.shape) - 1), random_state=seed)
+        sc.pp.neighbors(adata, n_neighbors=15, random_state=seed)
+
+    def cluster(resolution: float) -> np.ndarray:
+        sc.tl.leiden(adata, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+        return adata.obs["leiden"].cat.codes.to_numpy().astype(np.int64)
+
+    tried: list[tuple[int, float, np.ndarray]] = []
+
+    def attempt(resolution: float) -> int:
+        pred = cluster(resolution)
+        n = int(len(np.unique(pred)))
+        tried.append((abs(n - n_clusters), resolution, pred))
+        return n
+
+    lo, hi = 0.0, 1.0
+    while attempt(hi) < n_clusters and hi < 1024:  # grow the bracket until it holds enough clusters
+        lo, hi = hi, hi * 2
+    for _ in range(max_steps):
+        if tried[-1][0] == 0:
+            break
+        mid = (lo + hi) / 2
+        if attempt(mid) < n_clusters:
+            lo = mid
+        else:
+            hi = mid
+    _, resolution, pred = min(tried, key=lambda t: (t[0], t[1]))
+    return {"pred": pred, "resolution": float(resolution), "n_found": int(len(np.unique(pred)))}
+
+
+def pca_kmeans(lognorm, n_clusters: int, seed: int) -> np.ndarray:
+    """PCA(30) + seeded k-means; on one BLAS/OpenMP thread so that the figure does not depend on the
+    calling process's thread count (see ``leiden_with_k``)."""
+    import scipy.sparse as sp
+    from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
+
+    from scrcl.eval.clustering import kmeans
+
+    x = lognorm.toarray() if sp.issparse(lognorm) else np.asarray(lognorm)
+    with threadpool_limits(limits=1):
+        pcs = PCA(n_components=min(30, min(x.shape) - 1), random_state=seed).fit_transform(x)
+        return kmeans(pcs.astype(np.float32), n_clusters, seed=seed)
+
+
+def mean_std(rows: list[dict], key: str) -> str:
+    return mean_std_text(r[key] for r in rows if key in r)
+
+
+def parse_sets(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set takes key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+# -- the table ------------------------------------------------------------------------------------
+def machine() -> str:
+    """Host, CPU model and cores, and the accelerator torch sees."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()}, {cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}"
+
+
+def table_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]:
+    """Three table rows per dataset: scRCL (final epoch), PCA(30) + k-means, Leiden; mean ± std of ``keys``."""
+    lines = []
+    for r in results:
+        m0 = r["scrcl"][0]
+        head = [r["dataset"], str(m0["n_cells"]), str(m0["n_genes"]), str(m0["n_clusters"])]
+        epochs = sorted({m["epoch"] for m in r["scrcl"]})
+        lines.append(table_row([*head, "scRCL (final epoch)", *[mean_std(r["scrcl"], k) for k in keys],
+                           f"epoch {', '.join(map(str, epochs))}; seeds {', '.join(str(m['seed']) for m in r['scrcl'])}{extra_note(r)}"]))
+        km = [b["pca_kmeans"] for b in r["baselines"]]
+        lines.append(table_row([*head, "PCA(30) + k-means", *[mean_std(km, k) for k in keys], ""]))
+        ld = [b["leiden"] for b in r["baselines"]]
+        found = sorted({b["n_found"] for b in ld})
+        lines.append(table_row([*head, "Leiden (resolution for k)", *[mean_std(ld, k) for k in keys],
+                           f"resolution {mean_std(ld, 'resolution')}; clusters found {', '.join(map(str, found))}"]))
+    return lines
+
+
+def settings_section(results: list[dict], label: str) -> list[str]:
+    """The method keys of each dataset's scRCL runs, as a two-column table."""
+    lines = ["", "## Settings of the scRCL runs", "", table_row([label, "config (method keys)"]), "|---|---|"]
+    for r in results:
+        shown = {k: r["config"].get(k) for k in method_keys(r["config"]) if k not in ("label_key", "n_clusters")}
+        lines.append(table_row([r["dataset"], f"`{json.dumps(shown, sort_keys=True)}`"]))
+    return lines
+
+
+def oracle_section(results: list[dict], label: str, keys, explanation: str) -> list[str]:
+    """The label-picked epoch's figures (``oracle_*``), in their own clearly named table."""
+    lines = ["", "## Oracle epoch — uses the labels to pick the epoch (not a result)", "", explanation, "",
+             table_row([label, *[f"oracle {k.upper()}" for k in keys], "epochs picked"]), "|---|" + "---|" * len(keys) + "---|"]
+    for r in results:
+        picked = ", ".join(str(m.get("oracle_epoch", "–")) for m in r["scrcl"])
+        lines.append(table_row([r["dataset"], *[mean_std(r["scrcl"], f"oracle_{k}") for k in keys], picked]))
+    return lines
+
+
+def parse_seeds_for(items: list[str]) -> dict[str, list[int]]:
+    """``['pbmc10x=5,15,25']`` -> ``{'pbmc10x': [5, 15, 25]}`` (registry names resolved)."""
+    from datamodules.registry import get_spec
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UserError(f"--seeds-for takes NAME=SEEDS (e.g. pbmc10x=5,15,25), got '{item}'")
+        out[get_spec(name.strip()).name] = parse_seeds(value)
+    return out
+
+

@@ -1,0 +1,52 @@
+"""The scRCL network: two cell views, the gene network and the refinement, as one ``nn.Module``.
+
+``forward(batch)`` returns every tensor the losses and the clustering need; it computes no loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from scrcl.model.encoders import GeneNetwork, GNNView, MLPView
+from scrcl.model.refinement import Refinement
+
+VIEWS = {"mlp": MLPView, "gnn": GNNView}
+
+
+class ScRCL(nn.Module):
+    """Cell views φ (MLP) and ψ (GNN), gene network, shared refinement.
+
+    ``views``: ``both`` (the method), or ``mlp`` / ``gnn`` to use that encoder for both views
+    (ablations; two MLP views then differ only by their initial weights, two GNN views by those and their dropout).
+    """
+
+    def __init__(self, n_cells: int, n_genes: int, gene_dim: int, hidden_dim: int = 1500, dropout: float = 0.3, views: str = "both"):
+        super().__init__()
+        first, second = {"both": ("mlp", "gnn"), "mlp": ("mlp", "mlp"), "gnn": ("gnn", "gnn")}[views]
+        self.view_m = VIEWS[first](n_genes, hidden_dim, dropout)
+        self.view_g = VIEWS[second](n_genes, hidden_dim, dropout)
+        self.gene_network = GeneNetwork(n_cells, gene_dim)
+        self.refinement = Refinement(hidden_dim, n_genes, dropout)
+
+    def forward(self, batch) -> dict[str, Tensor]:
+        """batch: x_mlp = F^{t₁}X (N, h), x_gnn = F^{t₂}X (N, h), cell_filter (N, N), gene_filter (h, h).
+
+        Returns e_m, e_g (N, d) row-normalised view embeddings Ēᵐ, Ēᵍ; u (h, c'); z_m, z_g (N, c').
+        """
+        e_m = self.view_m(batch.x_mlp, batch.cell_filter)
+        e_g = self.view_g(batch.x_gnn, batch.cell_filter)
+        u = self.gene_network(batch.x_mlp, batch.gene_filter)  # the reference feeds the gene GCN the MLP view's input
+        return {
+            "e_m": F.normalize(e_m, dim=1),
+            "e_g": F.normalize(e_g, dim=1),
+            "u": u,
+            "z_m": self.refinement(e_m, u),
+            "z_g": self.refinement(e_g, u),
+        }
+
+    @staticmethod
+    def embedding(out: dict[str, Tensor], refine: bool = True) -> Tensor:
+        """What is clustered (Eq. 11): Z = [Zᵐ ‖ Zᵍ] (N, 2c'); without refinement [Ēᵐ ‖ Ēᵍ] (N, 2d)."""
+        return torch.cat([out["z_m"], out["z_g"]] if refine else [out["e_m"], out["e_g"]], dim=1)

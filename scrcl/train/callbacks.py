@@ -1,0 +1,307 @@
+"""Callbacks: k-means + scores every N epochs, UMAPs and domain maps, and the label-free final result.
+
+Labels only ever *score*: the reported result is the final epoch's clustering. The evaluation
+history is kept so that the best-by-label epoch can be written beside it as ``oracle_*`` — a figure
+for comparing with the paper's protocol, never the result.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from scrcl.eval.clustering import kmeans, refine_spatial
+from scrcl.errors import Interrupted, TrainingDiverged
+from scrcl.eval.metrics import SCORES, clustering_scores
+from scrcl.train.results import final_line
+
+
+
+@contextmanager
+def training_streams_kept(device):
+    """Whatever runs inside leaves the training's random streams (torch on the device, numpy, Python) as it found
+    them: an evaluation must not move the dropout masks of the epochs after it."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            np.random.set_state(numpy_state)
+            random.setstate(python_state)
+
+
+def evaluation_line(record: dict, max_epochs: int) -> str:
+    """``epoch 200/500: loss 1.3912; ACC 0.7968 NMI 0.7600 ARI 0.7311 F1 0.6929; k-means 5.6 s`` (scores when labelled)."""
+    parts = [f"epoch {record['epoch']}/{max_epochs}:"]
+    if "loss" in record:
+        parts.append(f"loss {record['loss']:.4f};")
+    if "acc" in record:  # labelled: the scores as the run's last line writes them
+        parts.append(final_line(record) + ";")
+    parts.append(f"k-means {record['kmeans_s']:.1f} s")
+    return " ".join(parts)
+
+
+class ClusteringEvaluator(L.Callback):
+    """Every ``every`` epochs and after the last one: embed, k-means, score, log; UMAP now and then."""
+
+    def __init__(self, batch, n_clusters: int, seed: int, every: int, run_dir: Path | None = None, umap_every: int = 5,
+                 umap: bool = True, radius: int = 0, label_names: list[str] | None = None, echo: Callable[[str], None] | None = None):
+        self.batch = batch
+        self.n_clusters = n_clusters
+        self.seed = seed
+        self.every = every
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.umap_every = umap_every
+        self.umap = umap  # False: domain maps only, no UMAP
+        self.radius = radius
+        self.label_names = label_names
+        self.echo = echo  # called with one line per evaluation (epoch, loss, scores), e.g. when no progress bar shows
+        self.history: list[dict] = []
+        self._on_device = None
+        self.final: dict | None = None
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _labels(self):
+        y = getattr(self.batch, "y", None)
+        if y is None:
+            return None, None
+        y = y.cpu().numpy()
+        return y, y >= 0
+
+    def cluster(self, pl_module) -> tuple[np.ndarray, dict]:
+        """Embedding (N, D) as float32 numpy and the clustering of it, with scores when labels exist."""
+        if self._on_device is None or self._on_device[0] != pl_module.device:  # copy to the accelerator once, not every evaluation
+            self._on_device = (pl_module.device, self.batch.to(pl_module.device))
+        batch = self._on_device[1]
+        embedding = pl_module.embed(batch).float().cpu().numpy()
+        if not np.isfinite(embedding).all():  # k-means would stop with sklearn's traceback
+            epoch = pl_module.trainer.current_epoch + 1 if pl_module._trainer is not None else None
+            raise TrainingDiverged.after("embedding", epoch, getattr(pl_module.hparams, "lr", None))
+        pred = kmeans(embedding, self.n_clusters, seed=self.seed)
+        result = {"embedding": embedding, "pred_unrefined": pred, "pred": pred}
+        if self.radius > 0 and getattr(self.batch, "coords", None) is not None:
+            result["pred"] = refine_spatial(pred, self.batch.coords.cpu().numpy(), self.radius)
+        y, known = self._labels()
+        scores = {}
+        if y is not None:
+            scores = clustering_scores(y[known], result["pred"][known])
+            if self.radius > 0 and getattr(self.batch, "coords", None) is not None:
+                unrefined = clustering_scores(y[known], pred[known])
+                scores.update({f"{k}_unrefined": v for k, v in unrefined.items()})
+        return result, scores
+
+    def _evaluate(self, trainer, pl_module, final: bool):
+        epoch = trainer.current_epoch + 1  # epochs completed
+        t0 = time.perf_counter()
+        result, scores = self.cluster(pl_module)
+        record = {"epoch": epoch, **scores, "kmeans_s": time.perf_counter() - t0}
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:  # kept beside the scores: where the loss flattens is how epochs are set
+            record["loss"] = float(loss)
+        if not self.history or self.history[-1]["epoch"] != epoch:
+            self.history.append(record)
+        if scores:
+            pl_module.log_dict({f"val/{k}": float(v) for k, v in scores.items()}, batch_size=1)
+        if self.echo is not None:
+            self.echo(evaluation_line(record, trainer.max_epochs))
+        n_evals = len(self.history)
+        if final or (self.umap_every > 0 and n_evals % self.umap_every == 0):
+            self._plot(trainer, result, epoch, final)
+            self._domain_map(trainer, result, epoch, final)
+        if final:
+            self.final = {"epoch": epoch, "scores": scores, **result}
+
+    def _plot(self, trainer, result, epoch, final):
+        if self.run_dir is None or not self.umap:
+            return
+        from scrcl.eval.plots import umap_figure
+
+        y, _ = self._labels()
+        truth = None
+        if y is not None:
+            names = self.label_names or [str(i) for i in range(int(y.max()) + 1)]
+            truth = np.array([names[v] if v >= 0 else "unlabelled" for v in y], dtype=object)
+        path = self.run_dir / ("umap_final.png" if final else f"umap/epoch_{epoch:04d}.png")
+        umap_figure(result["embedding"], result["pred"], truth, path, title=f"scRCL embedding, epoch {epoch}", seed=self.seed)
+        for logger in trainer.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if log_image is not None:
+                log_image(key="umap_final" if final else "umap", images=[str(path)], step=trainer.global_step)
+
+    def _domain_map(self, trainer, result, epoch, final):
+        """Spatial data: spots on the tissue by predicted domain (refined, raw) beside the annotation."""
+        coords = getattr(self.batch, "coords", None)
+        task = getattr(getattr(trainer, "datamodule", None), "task", "st")  # a file with coordinates run as sc: no map
+        if self.run_dir is None or coords is None or task != "st":
+            return
+        from scrcl.eval.spatial_maps import domain_map_figure
+
+        y, _ = self._labels()
+        truth = None
+        if y is not None:
+            names = self.label_names or [str(i) for i in range(int(y.max()) + 1)]
+            truth = np.array([names[v] if v >= 0 else None for v in y], dtype=object)
+        path = self.run_dir / ("domains_final.png" if final else f"domains/epoch_{epoch:04d}.png")
+        domain_map_figure(coords.cpu().numpy(), result["pred"], path, truth=truth, radius=self.radius,
+                          pred_unrefined=result["pred_unrefined"] if self.radius > 0 else None,
+                          title=f"scRCL spatial domains, epoch {epoch}")
+        for logger in trainer.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if log_image is not None:
+                log_image(key="domains_final" if final else "domains", images=[str(path)], step=trainer.global_step)
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        last = epoch >= trainer.max_epochs
+        if last or (self.every > 0 and epoch % self.every == 0):
+            with training_streams_kept(pl_module.device):  # the same seed trains the same way whatever --eval-every is
+                self._evaluate(trainer, pl_module, final=last)
+
+    def state_dict(self):
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict):
+        self.history = list(state_dict.get("history", []))
+
+    def oracle(self) -> dict:
+        """Best-by-NMI (ARI for spatial) epoch over the evaluations: for comparison only, never reported."""
+        scored = [h for h in self.history if "nmi" in h]
+        if not scored:
+            return {}
+        key = "ari" if self.radius > 0 else "nmi"
+        top = max(scored, key=lambda h: h[key])
+        return {"oracle_epoch": top["epoch"], **{f"oracle_{k}": top[k] for k in SCORES}}
+
+
+
+class GracefulStop(L.Callback):
+    """SIGTERM and Ctrl-C end training after the current epoch, with a checkpoint of it.
+
+    SIGTERM is Lightning's own: its signal connector flags it (on SLURM it also saves and requeues on the
+    requeue signal) and the fit loop raises ``SIGTERMException`` once the epoch is done. Lightning would turn a
+    Ctrl-C into a ``KeyboardInterrupt`` mid-step and ``exit(1)`` with no checkpoint, so the first Ctrl-C is routed
+    into the same flag; a second one stops at once. ``signum`` tells which signal it was.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = None
+
+    def on_fit_start(self, trainer, pl_module):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.getsignal(signal.SIGINT)
+
+        def first_ctrl_c(signum, frame):
+            self.signum = signal.SIGINT
+            signal.signal(signal.SIGINT, second_ctrl_c)
+            trainer._signal_connector.received_sigterm = True  # Lightning's stop-after-this-epoch flag
+
+        def second_ctrl_c(signum, frame):
+            raise Interrupted(signal.SIGINT)
+
+        signal.signal(signal.SIGINT, first_ctrl_c)
+
+    def teardown(self, trainer, pl_module, stage):
+        import signal
+        import threading
+
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+class InterruptCheckpoint(L.Callback):
+    """On a signal's stop (Lightning's ``SIGTERMException``, raised once the epoch is done) save ``last.ckpt`` of that
+    epoch. Not on an error: a diverged run's NaN weights must not replace the last good checkpoint. (Lightning's
+    ``OnExceptionCheckpoint`` saves on every exception, deletes its file at teardown and makes the next ``fit``
+    load "last" by default, which would turn a fresh run into a resumed one.)"""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_exception(self, trainer, pl_module, exception):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(str(self.path))
+
+
+class WeightScale(L.Callback):
+    """Log each weight matrix's root-mean-square after every epoch as ``weights/rms_<layer>``. Without labels it shows
+    what Adam's L2 decay does over a long run: it empties the weights toward zero at about lr per step, which the
+    loss curve does not show (docs/findings.md)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        for name, param in pl_module.model.named_parameters():
+            if param.dim() == 2:
+                pl_module.log(f"weights/rms_{name.removesuffix('.weight')}", param.detach().pow(2).mean().sqrt(),
+                              on_step=False, on_epoch=True, batch_size=1)
+
+
+class RandomStates(L.Callback):
+    """Keep the random streams (torch, CUDA, numpy, Python) in every checkpoint and restore them on resume: Lightning
+    restores weights and optimiser, not the generators, and a resumed run must draw the same dropout masks to end
+    where an uninterrupted run ends. Stored as plain tensors and numbers (loadable with ``weights_only=True``)."""
+
+    def state_dict(self):
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict):
+        if not state_dict:
+            return
+        torch.set_rng_state(state_dict["torch"])
+        numpy_state = state_dict["numpy"]
+        np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                             numpy_state["has_gauss"], numpy_state["cached"]))
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class TrainClock(L.Callback):
+    """Seconds spent in ``trainer.fit``, kept across a resume: a checkpoint carries the seconds spent
+    before it, so a run killed and resumed reports the training time of the epochs it is made of (the
+    epochs redone after the kill are not counted twice)."""
+
+    def __init__(self):
+        self.before = 0.0
+        self._start: float | None = None
+        self._stop: float | None = None
+
+    def seconds(self) -> float:
+        if self._start is None:
+            return self.before
+        return self.before + ((self._stop if self._stop is not None else time.perf_counter()) - self._start)
+
+    def on_train_start(self, trainer, pl_module):
+        self._start, self._stop = time.perf_counter(), None
+
+    def on_train_end(self, trainer, pl_module):
+        self._stop = time.perf_counter()
+
+    def state_dict(self):
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict):
+        self.before = float(state_dict.get("seconds", 0.0))

@@ -1,0 +1,197 @@
+"""What a finished run writes and prints: metrics.json, history.csv, result.h5ad, the summary over seeds, the last line.
+
+One results writer for every run (``train.py``, the launchers' trials, the tables' runs).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+import resource
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from scrcl.atomic import atomic_path, atomic_write_text
+from scrcl.errors import UserError
+from scrcl.eval.metrics import SCORES
+
+PACKAGES = ("torch", "lightning", "torch-geometric", "scanpy", "anndata", "scikit-learn", "numpy", "wandb")
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: dict, total_seconds: float) -> dict:
+    """The one results writer: metrics.json, history.csv, result.h5ad."""
+    import anndata as ad
+    import pandas as pd
+
+    final = outcome["final"]
+    pred = final["pred"]
+    sizes = np.bincount(pred, minlength=datamodule.n_clusters).tolist()
+    metrics = {
+        **{k: float(v) for k, v in final["scores"].items()},
+        **outcome["oracle"],
+        "epoch": int(final["epoch"]),
+        "seed": int(seed),
+        "dataset": datamodule.provenance.get("dataset"),
+        "task": datamodule.task,
+        "n_cells": datamodule.n_cells,
+        "n_genes": datamodule.n_genes,
+        "n_clusters": datamodule.n_clusters,
+        "cluster_sizes": sizes,
+        "seconds": float(total_seconds),
+        "train_seconds": float(outcome["train_seconds"]),
+        "seconds_per_epoch": float(outcome["train_seconds"]) / max(int(final["epoch"]), 1),
+        "peak_memory_mb": peak_memory_mb(),
+        "gpu_peak_memory_mb": outcome["gpu_peak_mb"],
+        # On the CPU the same seed gives the same figures only at the same thread count: another count sums
+        # in another order, and 500 epochs amplify the last-bit differences (README, "Reproducibility").
+        "torch_threads": torch_threads(),
+        "data": {**datamodule.provenance, **datamodule.prepared.uns["preprocess"], "setup": datamodule.timings},
+        "versions": package_versions(),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    if outcome["history"]:
+        atomic_write_text(run_dir / "history.csv", pd.DataFrame(outcome["history"]).to_csv(index=False))
+    prepared = datamodule.prepared
+    result = ad.AnnData(
+        X=prepared.layers["lognorm"],
+        obs=prepared.obs.copy(),
+        var=prepared.var.copy(),
+    )
+    result.obsm["X_scrcl"] = final["embedding"]
+    result.obs["scrcl_cluster"] = pd.Categorical(pred.astype(str))
+    if not np.array_equal(final["pred_unrefined"], pred):
+        result.obs["scrcl_cluster_unrefined"] = pd.Categorical(final["pred_unrefined"].astype(str))
+    if "spatial" in prepared.obsm:
+        result.obsm["spatial"] = np.asarray(prepared.obsm["spatial"])
+    with atomic_path(run_dir / "result.h5ad", suffix=".h5ad") as tmp:
+        result.write_h5ad(tmp)
+    return metrics
+
+
+def summarise(metrics: list[dict]) -> dict:
+    """Mean ± std (population std over the seeds) of each score across seeds."""
+    out: dict = {"seeds": [m["seed"] for m in metrics], "n_runs": len(metrics)}
+    keys = [k for k in metrics[0] if k in SCORES or k.endswith("_unrefined") or k.startswith("oracle_")]
+    for key in keys:
+        values = np.array([m[key] for m in metrics if key in m], dtype=float)
+        out[key] = {"mean": float(values.mean()), "std": float(values.std()), "values": values.tolist()}
+    return out
+
+
+def final_line(metrics: dict) -> str:
+    """The last line a run prints."""
+    if "acc" in metrics:
+        def get(k):
+            v = metrics[k]
+            return v["mean"] if isinstance(v, dict) else v
+
+        return " ".join(f"{k.upper()} {get(k):.4f}" for k in SCORES)
+    sizes = metrics.get("cluster_sizes")
+    return "clusters " + " ".join(f"{i}:{n}" for i, n in enumerate(sizes)) if sizes else "no result"
+
+
+# -- a finished run read back -------------------------------------------------------------------------
+@dataclass
+class FinishedRun:
+    """A run directory read back: its result, its config, and its preprocessed input rebuilt."""
+
+    run_dir: Path
+    result: "AnnData"  # result.h5ad: obsm['X_scrcl'], obs['scrcl_cluster'], obs['label'] if labelled
+    config: dict
+    datamodule: "ScRCLDataModule"
+
+    @property
+    def seed(self) -> int:
+        """The run's own seed (a seed directory's metrics.json; else the config's)."""
+        import json
+
+        metrics = self.run_dir / "metrics.json"
+        if metrics.exists():
+            return int(json.loads(metrics.read_text()).get("seed", 0))
+        return int(self.config.get("seed") or 0)
+
+
+def _config_path(run_dir: Path) -> Path:
+    """config.yaml of the run; a seed directory of a multi-seed run keeps it one level up."""
+    for candidate in (run_dir / "config.yaml", run_dir.parent / "config.yaml"):
+        if candidate.exists():
+            return candidate
+    raise UserError(f"{run_dir} has no config.yaml (nor its parent); give a run directory written by train.py")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; give a run directory written by train.py (runs/NAME)")
+    if (run_dir / "result.h5ad").exists():
+        return
+    seeds = sorted(p.name for p in run_dir.glob("seed*") if (p / "result.h5ad").exists())
+    if seeds:
+        raise UserError(f"{run_dir} holds several seeds; give one of them, e.g. {run_dir / seeds[0]}")
+    raise UserError(f"{run_dir} has no result.h5ad; is it a finished run directory?")
+
+
+def load_run(run_dir: Path, data_dir: str | None = None) -> FinishedRun:
+    """Read result.h5ad and config.yaml, and rebuild the run's preprocessed input (from the cache when
+    it is there) through the same DataModule; raises UserError when they no longer belong together."""
+    import anndata as ad
+
+    from datamodules.datamodule import ScRCLDataModule
+    from scrcl.train.config import resolve_config
+
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir)
+    try:
+        result = ad.read_h5ad(run_dir / "result.h5ad")
+    except Exception as err:
+        raise UserError(f"cannot read {run_dir / 'result.h5ad'} ({type(err).__name__}); is the run finished?") from None
+    missing = [k for k, where in (("X_scrcl", result.obsm), ("scrcl_cluster", result.obs)) if k not in where]
+    if missing:
+        raise UserError(f"{run_dir / 'result.h5ad'} lacks {', '.join(missing)}; it was not written by train.py")
+    overrides = {"progress": False, "data_dir": data_dir}
+    config = resolve_config(config_file=str(_config_path(run_dir)), overrides=overrides)
+    datamodule = ScRCLDataModule.from_config(config)
+    datamodule.setup("fit")
+    prepared = datamodule.prepared
+    if not (prepared.obs_names.equals(result.obs_names) and prepared.var_names.equals(result.var_names)):
+        raise UserError(f"the input data of {run_dir} changed since the run (cells or genes differ); re-run training first")
+    return FinishedRun(run_dir, result, config, datamodule)

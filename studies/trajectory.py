@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Score every few epochs of one training run and print one JSON line: how ARI and the loss move together.
+
+  python studies/trajectory.py DATASET EPOCHS '{"hidden_dim": 256, "optimizer": "adamw"}' [SEED]
+
+An analysis of training dynamics (labels score each evaluation; nothing here picks an epoch). The
+evaluation cadence is ``$EV`` epochs (default 5). ``studies/results/stability.md`` was made with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+from datamodules.datamodule import ScRCLDataModule
+from scrcl.train import run as runner
+from scrcl.train.config import resolve_config
+from scrcl.errors import UserError, run_entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 3:
+        raise UserError("usage: trajectory.py DATASET EPOCHS '{json overrides}' [SEED]")
+    dataset, epochs, sets = argv[0], int(argv[1]), json.loads(argv[2])
+    seed = int(argv[3]) if len(argv) > 3 else 5
+    config = resolve_config(dataset=dataset, overrides={"epochs": epochs, "eval_every": int(os.environ.get("EV", 5)),
+                                                         "logger": "none", "progress": False, **sets})
+    datamodule = ScRCLDataModule.from_config(config)
+    datamodule.setup("fit")
+    t0 = time.time()
+    out = runner.train_one(config, datamodule, seed, run_dir=None)
+    history = out["history"]
+    print(json.dumps({
+        "ds": dataset, "sets": sets, "seed": seed, "s": round(time.time() - t0),
+        "final": {k: round(out["final"]["scores"][k], 3) for k in ("ari", "nmi")},
+        "epochs": [r["epoch"] for r in history],
+        "ari": [round(r["ari"], 2) for r in history],
+        "ari_u": [round(r.get("ari_unrefined", -1), 2) for r in history],
+        "loss": [round(r.get("loss", float("nan")), 3) for r in history],
+    }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry(main))

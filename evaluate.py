@@ -129,8 +129,7 @@ def collect_runs(paths: list[Path]) -> list[dict]:
     None where the run directory has no config.yaml."""
     import yaml
 
-    from scrcl.train.config import RUN_DEFAULTS
-    from scrcl.experiments.launcher import IGNORED_KEYS
+    from scrcl.train.config import bookkeeping_keys, run_defaults
 
     runs = []
     for root in paths:
@@ -149,15 +148,15 @@ def collect_runs(paths: list[Path]) -> list[dict]:
                     stored = yaml.safe_load(config_path.read_text()) or {}
                 except yaml.YAMLError:
                     raise UserError(f"{config_path} is not valid YAML; move that run directory away or redo the run") from None
-                config = {**RUN_DEFAULTS, **stored}
-                settings = {k: v for k, v in config.items() if k not in IGNORED_KEYS | NOT_SETTINGS}
+                config = {**run_defaults(), **stored}
+                settings = {k: v for k, v in config.items() if k not in bookkeeping_keys() | NOT_SETTINGS}
             runs.append({**run, "_settings": settings})
     if not runs:
         raise UserError(f"no metrics.json under {', '.join(map(str, paths))}")
     return runs
 
 
-# Besides the launchers' IGNORED_KEYS: the seed (what a row averages over) and where the data came from.
+# Besides the bookkeeping keys (scrcl.train.config): the seed (what a row averages over) and where the data came from.
 NOT_SETTINGS = frozenset({"seed", "seeds", "dataset", "data"})
 
 

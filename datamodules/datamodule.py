@@ -97,6 +97,7 @@ class ScRCLDataModule(L.LightningDataModule):
         tms=(0, 0),
         gene_graph: str = "knn",
         graph_pcs: int | None = None,
+        cell_neighbours: str = "scanpy",
         cache: bool = True,
         progress: bool = True,
         **_ignored,
@@ -111,6 +112,8 @@ class ScRCLDataModule(L.LightningDataModule):
         self.params = {"input": input, "hvg": int(hvg), "k": int(k), "gene_k": int(gene_k), "gene_graph": gene_graph}
         if graph_pcs is not None:  # only when set, so the cache keys of runs without it stay as they were
             self.params["graph_pcs"] = int(graph_pcs)
+        if cell_neighbours != "scanpy":
+            self.params["cell_neighbours"] = cell_neighbours
         self.tms = tuple(int(t) for t in tms)
         self.use_cache = cache and adata is None
         self.progress = progress
@@ -136,6 +139,7 @@ class ScRCLDataModule(L.LightningDataModule):
             tms=config["tms"],
             gene_graph=config.get("gene_graph", "knn"),
             graph_pcs=config.get("graph_pcs"),
+            cell_neighbours=config.get("cell_neighbours", "scanpy"),
             cache=config.get("cache", True),
             progress=config.get("progress", True),
         )
@@ -167,7 +171,8 @@ class ScRCLDataModule(L.LightningDataModule):
         if loaded.task == "st":
             cell_graph = graphs.spatial_graph(prepared.obsm["spatial"], params["k"])
         else:
-            cell_graph = graphs.expression_graph(prepared.layers["lognorm"], params["k"], n_pcs=params.get("graph_pcs"))
+            cell_graph = graphs.expression_graph(prepared.layers["lognorm"], params["k"], n_pcs=params.get("graph_pcs"),
+                                                 neighbours=params.get("cell_neighbours", "scanpy"))
         prepared.obsp["cell_graph"] = cell_graph
         prepared.varp["gene_graph"] = gene_graph
         prepared.uns["provenance"] = json.dumps(loaded.provenance)

@@ -1,8 +1,8 @@
-"""The graphs of METHOD.md §2 (Algorithm 1, step 1), as the reference builds them; all sparse.
+"""The graphs of docs/method.md §2 (Algorithm 1, step 1), as the reference builds them; all sparse.
 
 - cell graph A (scRNA-seq): scanpy's cosine neighbours on the log-normalised HVGs (PCA-50 first when N ≥ 10 000),
   where ``k`` counts the cell itself as scanpy's ``n_neighbors`` does: each cell gets its k − 1
-  nearest others;
+  nearest others (``neighbours="exact"``: an exact search, k others);
 - cell graph A (spatial): each spot's k nearest *other* spots by Euclidean distance on
   ``obsm['spatial']``, ties broken as the reference breaks them (:func:`spatial_neighbours`);
 - gene graph G: k_g nearest genes (self included) by Euclidean distance on Xᵀ, **directed** as
@@ -26,24 +26,26 @@ PCA_MIN_CELLS = 10_000
 SORTED_NEIGHBOURS_MAX = 20_000
 
 
-def expression_graph(lognorm, k: int, seed: int = 0, n_pcs: int | None = None) -> sp.csr_matrix:
-    """scRNA-seq cell graph (N, N): the reference's call, scanpy's ``neighbors(n_neighbors=k, method='gauss',
-    metric='cosine')`` on the log-normalised HVGs, its connectivities binarised, without the diagonal.
+def expression_graph(lognorm, k: int, seed: int = 0, n_pcs: int | None = None, neighbours: str = "scanpy") -> sp.csr_matrix:
+    """scRNA-seq cell graph (N, N) on the log-normalised HVGs by cosine distance, binary, symmetric, no self loops.
 
-    ``k`` counts the cell itself, as scanpy's ``n_neighbors`` does: a cell gets its k − 1 nearest others, and the
-    graph is their union A = max(A, Aᵀ). Up to 4 095 cells scanpy's search is exact; from 4 096 it is
-    pynndescent's approximate one (``random_state`` = ``seed``, 0 as the reference leaves it), which this
-    reproduces by calling scanpy rather than searching itself.
-    ``n_pcs`` None: the reference's rule, scanpy's PCA-50 first only when N ≥ ``PCA_MIN_CELLS``; 0: always on
-    the HVGs themselves; P > 0: always on the first P principal components."""
+    ``neighbours="scanpy"`` (the reference): scanpy's ``neighbors(n_neighbors=k, method='gauss', metric='cosine')``,
+    its connectivities binarised. ``k`` counts the cell itself, as scanpy's ``n_neighbors`` does, so a cell gets its
+    k − 1 nearest others; up to 4 095 cells scanpy's search is exact, from 4 096 it is pynndescent's approximate one
+    (``random_state`` = ``seed``, 0 as the reference leaves it), reproduced by calling scanpy rather than searching
+    here. ``neighbours="exact"`` (the project's earlier graph): each cell's k nearest others, found exactly.
+    Either way A = max(A, Aᵀ). ``n_pcs`` None: the reference's rule, scanpy's PCA-50 first only when N ≥
+    ``PCA_MIN_CELLS``; 0: always on the HVGs themselves; P > 0: always on the first P principal components."""
     import anndata as ad
     import scanpy as sc
 
     n = lognorm.shape[0]
-    if k < 2:
-        raise UserError(f"k = {k}: on scRNA-seq data k counts the cell itself (as scanpy's n_neighbors), so it must be at least 2")
-    if n < k:
-        raise UserError(f"only {n} cells but k = {k} (the cell itself and {k - 1} others) was asked for; use a smaller --k or more cells")
+    least = 2 if neighbours == "scanpy" else 1
+    if k < least:
+        raise UserError(f"k = {k}: on scRNA-seq data k counts the cell itself (as scanpy's n_neighbors), so it must be at least 2"
+                        if neighbours == "scanpy" else f"the number of neighbours must be at least 1, got {k}")
+    if n < k + (least == 1):
+        raise UserError(f"only {n} cells but k = {k} neighbours were asked for; use a smaller --k or more cells")
     if n_pcs is None:
         n_pcs = 50 if n >= PCA_MIN_CELLS else 0
     cells = ad.AnnData(sp.csr_matrix(lognorm, dtype=np.float32) if sp.issparse(lognorm) else np.asarray(lognorm, dtype=np.float32))
@@ -51,9 +53,26 @@ def expression_graph(lognorm, k: int, seed: int = 0, n_pcs: int | None = None) -
     if n_pcs > 0:
         sc.pp.pca(cells, n_comps=min(n_pcs, min(cells.shape) - 1), random_state=seed)
         rep = "X_pca"
+    if neighbours == "exact":
+        features = cells.obsm["X_pca"] if rep == "X_pca" else cells.X
+        features = np.asarray(features.toarray() if sp.issparse(features) else features, dtype=np.float32)
+        return _exact_knn_graph(features, k, metric="cosine")
     sc.pp.neighbors(cells, n_neighbors=k, method="gauss", metric="cosine", use_rep=rep, random_state=seed)
     edges = sp.coo_matrix(cells.obsp["connectivities"])
     return _symmetric_binary(n, edges.row, edges.col)
+
+
+def _exact_knn_graph(features: np.ndarray, k: int, metric: str) -> sp.csr_matrix:
+    """Each row's k nearest other rows, by a brute-force search (scikit-learn), as max(A, Aᵀ)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = features.shape[0]
+    search = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm="brute").fit(features)
+    neighbours = search.kneighbors(features, return_distance=False)
+    # Drop each row's own index; with duplicate points it need not come first, so mask it and keep k.
+    not_self = neighbours != np.arange(n)[:, None]
+    order = np.argsort(~not_self, axis=1, kind="stable")[:, :k]
+    return _symmetric_binary(n, np.repeat(np.arange(n), k), np.take_along_axis(neighbours, order, axis=1).ravel())
 
 
 def spatial_neighbours(coords, k: int) -> np.ndarray:

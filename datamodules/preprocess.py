@@ -1,4 +1,4 @@
-"""Preprocessing of METHOD.md §1, with scanpy.
+"""Preprocessing (docs/method.md §1), with scanpy.
 
 1. keep cells with ≥1 expressed gene and genes expressed in ≥1 cell;
 2. normalise each cell to 1e4 total counts and log1p — unless the input is already normalised

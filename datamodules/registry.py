@@ -111,7 +111,7 @@ _SCDCC = f"{GH}/ttgump/scDCC/142e4e0370f4134751e92a160f95f97fce8db369/data/Small
 _SCCDCG = f"{GH}/XPgogogo/scCDCG/598e238ae79fa46f0d39ffcf0e52a469aa78da82/datasets"
 
 _SPECS: list[DatasetSpec] = [
-    # --- A. the paper's scRNA-seq datasets (not in ../shared/data; downloaded by real users)
+    # --- A. the paper's scRNA-seq datasets (downloaded from their public sources)
     _quake("tumor", "li_tumor", 6),
     _quake("diaphragm", "Quake_Smart-seq2_Diaphragm", 5),
     _quake("lung", "Quake_Smart-seq2_Lung", 11, "Quake_Smart-seq2_Lung.h5"),
@@ -206,7 +206,7 @@ _SPECS: list[DatasetSpec] = [
         paper=True,
         hint="MOSTA (https://db.cngb.org/stomics/mosta/download/), file E9.5_E1S1.MOSTA.h5ad",
     ),
-    # --- B. real labelled data available in ../shared/data (generic defaults; not paper datasets)
+    # --- B. local labelled data used by the tests and tables (generic defaults; not paper datasets)
     DatasetSpec(
         name="pbmc68k",
         task="sc",

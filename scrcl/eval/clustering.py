@@ -52,7 +52,7 @@ def kmeans(embedding: np.ndarray, n_clusters: int, seed: int, n_init: int = 10) 
 
 
 def refine_spatial(labels: np.ndarray, coords: np.ndarray, radius: int) -> np.ndarray:
-    """Relabel each spot by majority vote over its ``radius`` nearest *other* spots (METHOD.md §6).
+    """Relabel each spot by majority vote over its ``radius`` nearest *other* spots (docs/method.md §6).
 
     The reference's rule: the spot itself does not vote; the most frequent label among its neighbours wins,
     and a tie goes to the label met first going outwards (nearest first). Neighbours and their order come

@@ -35,18 +35,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from scrcl.train.config import RUN_DEFAULTS, resolve_config
+from scrcl.train.config import bookkeeping_keys, key as config_key, resolve_config, run_defaults
 from scrcl.errors import UserError, run_entry
 from scrcl.eval.metrics import SCORES, mean_std_text as _cell_text
 
 DEFAULT_DATASET = "pbmc68k"  # train.py's own default when neither --dataset nor --data is given
 # train.py flags the launcher sets itself, per trial.
 RESERVED_FLAGS = ("--output", "--run-name", "--resume", "--seeds", "--list-datasets")
-# Config keys that do not change what a run computes: a finished run is reused whatever they were.
-IGNORED_KEYS = frozenset({"progress", "cache", "output", "run_name", "data_dir", "logger", "umap_every", "umap",
-                          "checkpoint_every", "accelerator", "devices", "resume", "seeds"})
-
-
 @dataclass(frozen=True)
 class Trial:
     """One train.py run: ``params`` are what varies between trials (table columns, seed included)."""
@@ -99,10 +94,10 @@ def key_to_args(key: str, value) -> list[str]:
     if action is None:
         raise UserError(f"'{key}' is not a config key with a train.py flag (see python train.py --help)")
     flag = action.option_strings[0]
-    if isinstance(action, argparse._StoreFalseAction):  # --no-refine and friends: only False needs the flag
+    if config_key(key).kind is bool:  # switches read best as --refine / --no-refine
         if not isinstance(value, bool):
             raise UserError(f"'{key}' takes true or false, got {value!r}")
-        return [] if value else [flag]
+        return [flag] if value else [f"--no-{flag[2:]}"]
     if isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)
     return [f"{flag}={value}"]
@@ -140,11 +135,12 @@ def dataset_label(args: Sequence[str]) -> str:
 
 # -- which trials still need to run ---------------------------------------------------------------
 def differing_settings(run_dir: Path, expected: dict) -> list[str]:
-    """Config keys whose value in ``run_dir/config.yaml`` differs from ``expected`` (ignoring IGNORED_KEYS)."""
+    """Config keys whose value in ``run_dir/config.yaml`` differs from ``expected`` (bookkeeping keys aside)."""
     old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     want = yaml.safe_load(yaml.safe_dump(expected))  # the same normal form as the file (lists, floats)
-    return [f"{k}: {old.get(k, RUN_DEFAULTS.get(k))!r} there, {want[k]!r} now" for k in sorted(want)
-            if k not in IGNORED_KEYS and old.get(k, RUN_DEFAULTS.get(k)) != want[k]]
+    defaults, ignored = run_defaults(), bookkeeping_keys()
+    return [f"{k}: {old.get(k, defaults.get(k))!r} there, {want[k]!r} now" for k in sorted(want)
+            if k not in ignored and old.get(k, defaults.get(k)) != want[k]]
 
 
 def trial_state(trial: Trial, expected: dict) -> str:

@@ -15,11 +15,11 @@ import numpy as np
 
 from scrcl.errors import UserError
 from scrcl.eval.metrics import mean_std_text
-from scrcl.train.config import RUN_DEFAULTS, generic_config, parse_seeds, resolve_config
+from scrcl.train.config import method_keys as config_method_keys, parse_seeds, resolve_config, run_defaults
 
 DEFAULT_SEEDS = "5,15,25,35,45"
 # Keys that change what a run computes; an existing run is reused only if all of them agree.
-RUN_METHOD_KEYS = ("refine", "views", "gene_graph", "graph_pcs", "eval_every", "n_clusters", "label_key")
+RUN_METHOD_KEYS = ("eval_every", "n_clusters", "label_key")  # besides the method's keys
 # What the table runs never need: UMAPs every few evaluations (the final one is still drawn).
 TABLE_RUN_SETTINGS = {"logger": "none", "progress": False, "umap_every": 0}
 
@@ -48,7 +48,8 @@ def table_config(name: str, epochs: int | None, sets: dict, data_dir: str | None
 
 
 def method_keys(config: dict) -> list[str]:
-    return sorted(set(generic_config(config["task"])) | set(RUN_METHOD_KEYS))
+    """The keys a table compares runs on: the method's (``Key.method``) and those that change what a row scores."""
+    return sorted(set(config_method_keys()) | set(RUN_METHOD_KEYS))
 
 
 def check_same_settings(run_dir: Path, config: dict) -> None:
@@ -56,7 +57,8 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
     import yaml
 
     old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    differ = [k for k in method_keys(config) if old.get(k, RUN_DEFAULTS.get(k)) != config.get(k)]
+    defaults = run_defaults()
+    differ = [k for k in method_keys(config) if old.get(k, defaults.get(k)) != config.get(k)]
     if differ:
         shown = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in differ)
         raise UserError(f"{run_dir} was run with other settings ({shown}); use another --runs-dir or remove it")

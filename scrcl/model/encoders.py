@@ -1,4 +1,4 @@
-"""The three encoders (METHOD.md §3): MLP view φ (Eq. 1), GNN view ψ (Eq. 1), gene network (Eq. 6).
+"""The three encoders (docs/method.md §3): MLP view φ (Eq. 1), GNN view ψ (Eq. 1), gene network (Eq. 6).
 
 Plain ``nn.Module``s. Graph inputs are pre-normalised sparse CSR propagation matrices
 F = D̃^{-1/2}(A + I)D̃^{-1/2}, so PyG's ``GCNConv`` runs with ``normalize=False`` as one sparse
@@ -55,18 +55,24 @@ class SparseGCNConv(GCNConv):
             return super().message_and_aggregate(adj_t, x.to(adj_t.dtype))
 
 
+ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
+
+
 class MLPView(nn.Module):
     """φ: Eᵐ = ReLU(W₁ X¹). (N, h) → (N, d).
 
-    The reference builds its MLP encoder with its defaults, ReLU and no dropout (``dropout`` is accepted so
-    that both views are built alike, and not used)."""
+    The reference builds its MLP encoder with its defaults: ReLU and no dropout. ``activation="leaky_relu"`` with
+    ``input_dropout=True`` is the project's earlier view, LeakyReLU(W₁ dropout(X¹)) (config keys ``mlp_activation``,
+    ``mlp_dropout``)."""
 
-    def __init__(self, n_genes: int, hidden_dim: int, dropout: float = 0.0):
+    def __init__(self, n_genes: int, hidden_dim: int, dropout: float = 0.0, activation: str = "relu", input_dropout: bool = False):
         super().__init__()
+        self.dropout = nn.Dropout(dropout) if input_dropout else None
         self.linear = nn.Linear(n_genes, hidden_dim)
+        self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor, cell_filter: Tensor | None = None) -> Tensor:
-        return F.relu(self.linear(x))
+        return self.activation(self.linear(self.dropout(x) if self.dropout is not None else x))
 
 
 class GNNView(nn.Module):
@@ -89,16 +95,19 @@ class GNNView(nn.Module):
 
 
 class GeneNetwork(nn.Module):
-    """Eq. 6: U = ReLU(GCN_G((X¹)ᵀ)). X¹ (N, h) and F_G (h, h) → U (h, c').
+    """Eq. 6: U = ReLU(GCN_G((X¹)ᵀ)). (X¹)ᵀ (h, N) and F_G (h, h) → U (h, c').
 
-    As the reference: the input is the MLP view's input X¹ = F^{t₁}X transposed (each gene's values over the
-    N cells), propagated over the directed gene graph (``gene_filter`` row j gathers from the genes i → j).
-    The input width is the number of cells N: the model is transductive (one dataset per model).
+    As the reference, the input is the MLP view's input X¹ = F^{t₁}X transposed (each gene's values over the N
+    cells), propagated over the directed gene graph (``gene_filter`` row j gathers from the genes i → j); which
+    matrix is passed is the network's choice (config key ``gene_input``). ``activation="leaky_relu"`` is the
+    project's earlier choice (``gene_activation``). The input width is the number of cells N: the model is
+    transductive (one dataset per model).
     """
 
-    def __init__(self, n_cells: int, gene_dim: int):
+    def __init__(self, n_cells: int, gene_dim: int, activation: str = "relu"):
         super().__init__()
         self.conv = SparseGCNConv(n_cells, gene_dim, normalize=False)
+        self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor, gene_filter: Tensor) -> Tensor:
-        return F.relu(self.conv(x.t().contiguous(), gene_filter))
+        return self.activation(self.conv(x.t().contiguous(), gene_filter))

@@ -18,26 +18,31 @@ VIEWS = {"mlp": MLPView, "gnn": GNNView}
 class ScRCL(nn.Module):
     """Cell views φ (MLP) and ψ (GNN), gene network, shared refinement.
 
-    ``views``: ``both`` (the method), or ``mlp`` / ``gnn`` to use that encoder for both views
-    (ablations; two MLP views then differ only by their initial weights, two GNN views by those and their dropout).
+    ``views``: ``both`` (the method), or ``mlp`` / ``gnn`` to use that encoder for both views (ablations). The
+    defaults are the reference's network; ``mlp_activation``, ``mlp_dropout``, ``gene_input`` and ``gene_activation``
+    select the project's earlier variants (see the config keys of the same names).
     """
 
-    def __init__(self, n_cells: int, n_genes: int, gene_dim: int, hidden_dim: int = 1500, dropout: float = 0.3, views: str = "both"):
+    def __init__(self, n_cells: int, n_genes: int, gene_dim: int, hidden_dim: int = 1500, dropout: float = 0.3, views: str = "both",
+                 mlp_activation: str = "relu", mlp_dropout: bool = False, gene_input: str = "smoothed",
+                 gene_activation: str = "relu"):
         super().__init__()
         first, second = {"both": ("mlp", "gnn"), "mlp": ("mlp", "mlp"), "gnn": ("gnn", "gnn")}[views]
-        self.view_m = VIEWS[first](n_genes, hidden_dim, dropout)
-        self.view_g = VIEWS[second](n_genes, hidden_dim, dropout)
-        self.gene_network = GeneNetwork(n_cells, gene_dim)
+        mlp = {"activation": mlp_activation, "input_dropout": mlp_dropout}
+        self.view_m = VIEWS[first](n_genes, hidden_dim, dropout, **(mlp if first == "mlp" else {}))
+        self.view_g = VIEWS[second](n_genes, hidden_dim, dropout, **(mlp if second == "mlp" else {}))
+        self.gene_network = GeneNetwork(n_cells, gene_dim, gene_activation)
         self.refinement = Refinement(hidden_dim, n_genes, dropout)
+        self.gene_input = {"smoothed": "x_mlp", "raw": "x"}[gene_input]  # which of the batch's matrices U is built from
 
     def forward(self, batch) -> dict[str, Tensor]:
-        """batch: x_mlp = F^{t₁}X (N, h), x_gnn = F^{t₂}X (N, h), cell_filter (N, N), gene_filter (h, h).
+        """batch: x (N, h), x_mlp = F^{t₁}X (N, h), x_gnn = F^{t₂}X (N, h), cell_filter (N, N), gene_filter (h, h).
 
         Returns e_m, e_g (N, d) row-normalised view embeddings Ēᵐ, Ēᵍ; u (h, c'); z_m, z_g (N, c').
         """
         e_m = self.view_m(batch.x_mlp, batch.cell_filter)
         e_g = self.view_g(batch.x_gnn, batch.cell_filter)
-        u = self.gene_network(batch.x_mlp, batch.gene_filter)  # the reference feeds the gene GCN the MLP view's input
+        u = self.gene_network(batch[self.gene_input], batch.gene_filter)  # the reference: the MLP view's input F^t1 X
         return {
             "e_m": F.normalize(e_m, dim=1),
             "e_g": F.normalize(e_g, dim=1),

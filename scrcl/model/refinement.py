@@ -1,4 +1,4 @@
-"""Refinement by cell–gene association (METHOD.md §4, Eq. 7)."""
+"""Refinement by cell–gene association (docs/method.md §4, Eq. 7)."""
 
 from __future__ import annotations
 

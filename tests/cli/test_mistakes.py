@@ -115,7 +115,7 @@ def test_api_duplicate_obs_names_work_by_position():
     ({"n_clusters": 3.7}, "n_clusters must be a whole number, got 3.7"),
     ({"n_clusters": 3, "lr": float("nan")}, "lr must be a finite number"),
     ({}, "pass n_clusters=C"),
-    ({"n_clusters": 3, "k": 1}, "k = 1"),
+    ({"n_clusters": 3, "k": 0}, "k must be at least 1, got 0"),
 ])
 def test_api_errors_speak_of_arguments(kwargs, message):
     adata = sc.datasets.pbmc68k_reduced()

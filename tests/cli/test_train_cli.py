@@ -227,6 +227,6 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path):
     proc = run(["--resume", run_dir, "--epochs", "1000", "--lr", "1e-3", "--no-refine", "--no-progress"], tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"error: --resume continues {run_dir} with the settings in its config.yaml; --epochs, --lr, --no-refine cannot change them "
+        f"error: --resume continues {run_dir} with the settings in its config.yaml; --lr, --epochs, --no-refine cannot change them "
         "(start a new run for other settings)"]
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]

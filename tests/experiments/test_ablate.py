@@ -42,7 +42,7 @@ def test_every_variant_changes_what_it_says_and_nothing_else(tmp_path):
     assert list(variants) == list(VARIANTS)
     trials = ablate.build_trials(variants, "pbmc10x", [5], [], tmp_path)
     full = launcher.trial_config(trials[0].args)
-    assert (full["hea_weight"], full["refine"], full["views"], full["gene_graph"]) == (1.0, True, "both", "knn")
+    assert (full["hea_weight"], full["refine"], full["views"], full["gene_graph"]) == (1.0, True, "both", "knn_symmetric")
     assert full["alpha"] > 0 and full["beta"] > 0
     for trial in trials:
         config = launcher.trial_config(trial.args)
@@ -51,7 +51,7 @@ def test_every_variant_changes_what_it_says_and_nothing_else(tmp_path):
         differ = {k for k in full if k not in ("run_name",) and config[k] != full[k]}
         assert differ == set(change), (trial.name, differ)
     assert ablate.variant_args({"refine": False}) == ["--no-refine"]
-    assert ablate.variant_args({"refine": True, "views": "mlp", "hea_weight": 0}) == ["--views=mlp", "--hea-weight=0"]
+    assert ablate.variant_args({"refine": True, "views": "mlp", "hea_weight": 0}) == ["--refine", "--views=mlp", "--hea-weight=0"]
 
 
 def test_variants_times_seeds_and_the_table(tmp_path):

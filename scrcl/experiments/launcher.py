@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from scrcl.train import rundir
 from scrcl.train.config import bookkeeping_keys, key as config_key, resolve_config, run_defaults
 from scrcl.errors import UserError, run_entry
 from scrcl.eval.metrics import SCORES, mean_std_text as _cell_text
@@ -299,7 +300,8 @@ def plan(trials: Sequence[Trial]) -> list[tuple[Trial, str]]:
 
 
 def _prepare(trial: Trial, state: str) -> None:
-    """A run directory left by a trial that failed before its first checkpoint holds nothing to keep."""
+    """A run directory left by a trial that failed before its first checkpoint holds nothing to keep. Called only
+    when no process owns it (``run_one`` checks its ``.owner``)."""
     if state == "new" and trial.run_dir.exists():
         shutil.rmtree(trial.run_dir)
 
@@ -355,28 +357,6 @@ def run_trials(trials: Sequence[Trial], out_dir: Path, slots: Sequence[Slot], *,
 LEFT_ALONE = -1
 
 
-def _claim(lock_path: Path) -> bool:
-    """Take a trial's lock file (holding this process's id); False while a live process holds it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock_path.read_text().strip() or 0)
-                os.kill(pid, 0)  # raises if no such process
-                return False
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                lock_path.unlink(missing_ok=True)  # stale: its launcher died
-                continue
-            except PermissionError:  # a live process of another user
-                return False
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
-
-
 def run_one(trial: Trial, state: str, slot: Slot, env: dict, log_path: Path, *, tag: str, say, keep_checkpoints: bool,
             execute_fn: Callable[[list[str], dict, Path], int]) -> tuple[Trial, int, Path]:
     """One trial in its slot; success means exit status 0 *and* a metrics.json. Returns (trial, status, log).
@@ -386,13 +366,17 @@ def run_one(trial: Trial, state: str, slot: Slot, env: dict, log_path: Path, *, 
     so a trial finished or started elsewhere since the plan is left alone (status LEFT_ALONE), never
     cleared and run twice."""
     lock_path = log_path.parent / f"{trial.name}.lock"
-    if not _claim(lock_path):
-        say(f"{tag}: another launcher is running it ({lock_path}); left alone")
+    if not rundir.take(lock_path):  # holds host and pid; another host's lock is never taken over
+        say(f"{tag}: another launcher is running it ({rundir.owner_state(lock_path)[1]}, {lock_path}); left alone")
         return trial, LEFT_ALONE, log_path
     try:
         state = trial_state(trial, trial_config(trial.args))
         if state == "done":
             say(f"{tag}: finished meanwhile by another launcher; left alone")
+            return trial, LEFT_ALONE, log_path
+        running, who = rundir.owner_state(trial.run_dir / rundir.OWNER)
+        if running in ("alive", "elsewhere"):  # its launcher died but train.py still runs (or runs on another host)
+            say(f"{tag}: {trial.run_dir} is in use by {who}; left alone")
             return trial, LEFT_ALONE, log_path
         return _run_claimed(trial, state, slot, env, log_path, tag=tag, say=say, keep_checkpoints=keep_checkpoints,
                             execute_fn=execute_fn)

@@ -20,7 +20,7 @@ from scrcl.errors import Interrupted, UserError
 from scrcl.train.loggers import make_loggers, quiet_libraries
 from scrcl.train.module import build_module
 from scrcl.train.results import final_line, summarise, write_json, write_results
-from scrcl.train.rundir import claim_run_dir, resumable, run_dir_for
+from scrcl.train.rundir import OWNER, claim_run_dir, owner_state, resumable, run_dir_for, take
 
 _IN_FIT = False  # True while Lightning's fit loop runs: it handles SIGTERM itself (see train.py)
 
@@ -154,6 +154,9 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         missing = [d for d in (wanted, *wanted.parents) if not d.exists()]
         root = claim_run_dir(wanted, named=bool(config.get("run_name")))
         made = missing[-1] if missing and missing[-1] != wanted else root
+    owner = root / OWNER  # this process runs here until it returns: a launcher never clears a directory in use
+    if not take(owner):
+        raise UserError(f"{root} is being run by {owner_state(owner)[1]}; wait for it to finish or stop it, then --resume {root}")
     try:
         quiet_libraries()
         from datamodules.datamodule import ScRCLDataModule
@@ -175,6 +178,8 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         if made is not None and not resumable(root):  # nothing to resume: leave nothing half-written behind
             shutil.rmtree(made, ignore_errors=True)
         raise
+    finally:
+        owner.unlink(missing_ok=True)
     if len(seeds) > 1:
         summary = summarise(all_metrics)
         summary["seconds"] = time.perf_counter() - t_start

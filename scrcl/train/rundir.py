@@ -110,3 +110,55 @@ def resumable(root: Path) -> bool:
     return any(root.glob("**/checkpoints/last.ckpt")) or any(root.glob("**/hpc_ckpt_*.ckpt"))
 
 
+# -- who is running in a directory -----------------------------------------------------------------------------------
+OWNER = ".owner"  # "host pid" of the process running in a run directory (or holding a launcher's trial), while it runs
+
+
+def owner_text() -> str:
+    import socket
+
+    return f"{socket.gethostname()} {os.getpid()}"
+
+
+def owner_state(path: Path) -> tuple[str, str]:
+    """Who holds ``path`` (a run directory's ``.owner`` or a launcher's lock file): ``("none", "")`` when nobody,
+    ``("alive", who)`` for a live process of this host, ``("gone", who)`` for one of this host that has exited, and
+    ``("elsewhere", who)`` for a process of another host, which this host cannot see and never takes over."""
+    import socket
+
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return "none", ""
+    except OSError:
+        return "alive", "an unreadable owner file"  # never clear what cannot be checked
+    host, _, pid = text.rpartition(" ")
+    if not host or not pid.isdigit():
+        return "alive", f"an owner file holding {text!r}"
+    if host != socket.gethostname():
+        return "elsewhere", f"pid {pid} on {host}"
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return "gone", f"pid {pid} on {host}"
+    except PermissionError:
+        pass  # a live process of another user
+    return "alive", f"pid {pid} on {host}"
+
+
+def take(path: Path) -> bool:
+    """Create ``path`` exclusively holding this host and pid; take it over only from a process of this host that has
+    exited. False while a live process, or any process of another host, holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if owner_state(path)[0] != "gone":
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(owner_text() + "\n")
+        return True
+    return False

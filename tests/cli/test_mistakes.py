@@ -143,3 +143,25 @@ def test_metrics_json_of_a_finished_run_is_valid(finished_run):
     tmp, _ = finished_run
     metrics = json.loads((tmp / "runs" / "r" / "metrics.json").read_text())
     assert metrics["epoch"] == 2
+
+
+def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, finished_run, data_dir):
+    """Two --resume of one directory would write into each other; the second is one line naming who runs it."""
+    import shutil
+    import socket
+
+    tmp, _ = finished_run
+    run = tmp_path / "r"
+    shutil.copytree(tmp / "runs" / "r", run)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".owner").write_text(f"{socket.gethostname()} {sleeper.pid}\n")
+        line = one_error_line(train(tmp_path, data_dir, "--resume", run, "--no-progress"))
+        assert f"{run} is being run by pid {sleeper.pid}" in line
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (run / ".owner").write_text(f"{socket.gethostname()} {sleeper.pid}\n")  # its process has exited: taken over
+    proc = train(tmp_path, data_dir, "--resume", run, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run / ".owner").exists()  # released when the run returned

@@ -313,22 +313,58 @@ def test_a_trial_finished_by_another_launcher_after_the_plan_is_left_alone(tmp_p
     assert (trials[1].run_dir / "metrics.json").exists()
 
 
+def _dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+
+
 def test_a_trial_locked_by_a_live_launcher_is_left_alone_and_a_stale_lock_is_taken(tmp_path):
+    """A lock holds host and pid: a live launcher's is respected, one of this host whose process has exited is taken
+    over, and one of another host is never taken over (its pid means nothing here)."""
+    import socket
+
     spec = sweep.load_sweep(SWEEPS / "k.yaml")
-    trials = sweep.build_trials(spec, sweep.expand(spec)[:2], [], tmp_path)
+    trials = sweep.build_trials(spec, sweep.expand(spec)[:3], [], tmp_path)
     (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / f"{trials[0].name}.lock").write_text(str(os.getpid()))  # alive: this process
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / "logs" / f"{trials[1].name}.lock").write_text(dead.stdout.strip())  # its process has exited
+    host = socket.gethostname()
+    (tmp_path / "logs" / f"{trials[0].name}.lock").write_text(f"{host} {os.getpid()}\n")  # alive: this process
+    (tmp_path / "logs" / f"{trials[1].name}.lock").write_text(f"{host} {_dead_pid()}\n")  # its process has exited
+    (tmp_path / "logs" / f"{trials[2].name}.lock").write_text(f"another-machine {os.getpid()}\n")  # a pid of elsewhere
     lines = []
     outcome = launcher.run_trials(trials, tmp_path, [launcher.Slot("test")], group="g", log=lines.append,
                                   execute_fn=fake_train())
-    assert outcome.left_alone == [trials[0]] and outcome.ran == [trials[1]]
+    assert outcome.left_alone == [trials[0], trials[2]] and outcome.ran == [trials[1]]
     assert not (trials[0].run_dir / "metrics.json").exists() and (trials[1].run_dir / "metrics.json").exists()
-    assert any("another launcher is running it" in line for line in lines)
+    assert any("another launcher is running it (pid" in line and f"on {host}" in line for line in lines)
+    assert any("another launcher is running it (pid" in line and "on another-machine" in line for line in lines)
     assert not (tmp_path / "logs" / f"{trials[1].name}.lock").exists()  # released when the trial ended
+    assert (tmp_path / "logs" / f"{trials[2].name}.lock").exists()  # never taken over
     launcher.report(outcome, log=lines.append)
-    assert lines[-1] == "1 ran, 0 skipped (finished before), 0 failed, 1 left to another launcher"
+    assert lines[-1] == "1 ran, 0 skipped (finished before), 0 failed, 2 left to another launcher"
+
+
+def test_a_trial_directory_is_cleared_only_when_its_owner_is_gone(tmp_path):
+    """A trial without a checkpoint reads as new; its directory is cleared for a fresh start only when the process
+    that ran in it has exited. A train.py still running there (its launcher killed) or running on another host is
+    left alone."""
+    import socket
+
+    spec = sweep.load_sweep(SWEEPS / "k.yaml")
+    trials = sweep.build_trials(spec, sweep.expand(spec)[:3], [], tmp_path)
+    host = socket.gethostname()
+    owners = [f"{host} {os.getpid()}", f"another-machine {os.getpid()}", f"{host} {_dead_pid()}"]
+    for trial, owner in zip(trials, owners):
+        trial.run_dir.mkdir(parents=True)
+        (trial.run_dir / "config.yaml").write_text("# claimed\n")
+        (trial.run_dir / ".owner").write_text(owner + "\n")
+        (trial.run_dir / "partial.txt").write_text("written by the run\n")
+    lines = []
+    outcome = launcher.run_trials(trials, tmp_path, [launcher.Slot("test")], group="g", log=lines.append,
+                                  execute_fn=fake_train())
+    assert outcome.left_alone == trials[:2] and outcome.ran == [trials[2]]
+    for trial in trials[:2]:
+        assert (trial.run_dir / "partial.txt").exists() and not (trial.run_dir / "metrics.json").exists()
+    assert not (trials[2].run_dir / "partial.txt").exists() and (trials[2].run_dir / "metrics.json").exists()
+    assert sum("is in use by pid" in line for line in lines) == 2
 
 
 def test_a_trial_left_half_way_resumes_from_its_checkpoint(tmp_path):

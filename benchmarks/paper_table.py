@@ -19,7 +19,6 @@ best-epoch-by-label figures (``oracle_*`` of metrics.json) go to a separate tabl
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -30,7 +29,7 @@ from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.eval.metrics import SCORES
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, local_datasets, machine, method_rows, oracle_section, parse_seeds_for, parse_sets,
+    BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, local_datasets, machine, method_rows, oracle_section, parse_seeds_for, parse_sets,
     pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, table_row,
 )
 from scrcl.train.config import parse_seeds
@@ -49,10 +48,9 @@ def baselines(datamodule, config: dict, seed: int, runs_dir: Path) -> dict:
     params = {"input": config["input"], "hvg": config["hvg"], "n_clusters": datamodule.n_clusters, "n_cells": datamodule.n_cells,
               "version": BASELINE_VERSION}
     path = runs_dir / config["dataset"] / f"baselines_seed{seed}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("params") == params:
-            return cached
+    cached = cached_baselines(path, params)
+    if cached is not None:
+        return cached
     x = datamodule.batch.x.numpy()
     y = datamodule.batch.y.numpy()
     known = y >= 0

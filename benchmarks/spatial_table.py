@@ -24,7 +24,6 @@ Writes ``benchmarks/results/SPATIAL.md`` (``SPATIAL_generic.md`` for ``--config 
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -36,7 +35,7 @@ from datamodules.datamodule import ScRCLDataModule
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, TABLE_RUN_SETTINGS, leiden_with_k, local_datasets, machine, method_rows, oracle_section,
+    BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, TABLE_RUN_SETTINGS, leiden_with_k, local_datasets, machine, method_rows, oracle_section,
     parse_seeds_for, parse_sets, pca_kmeans, scrcl_run, settings_section, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
@@ -92,10 +91,9 @@ def baselines(datamodule, config: dict, seed: int, path: Path) -> dict:
 
     params = {"input": config["input"], "hvg": config["hvg"], "n_clusters": datamodule.n_clusters,
               "n_cells": datamodule.n_cells, "radius": config["radius"], "version": BASELINE_VERSION}
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("params") == params:
-            return cached
+    cached = cached_baselines(path, params)
+    if cached is not None:
+        return cached
     x = datamodule.batch.x.numpy()
     y = datamodule.batch.y.numpy()
     coords = datamodule.batch.coords.numpy()

@@ -90,6 +90,15 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
 BASELINE_VERSION = 2
 
 
+def cached_baselines(path: Path, params: dict) -> dict | None:
+    """A baseline cache written with these ``params`` (preprocessing, k, version), or None: recompute."""
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("params") == params:
+            return cached
+    return None
+
+
 def leiden_with_k(x, n_clusters: int, seed: int, max_steps: int = 40) -> dict:
     """scanpy Leiden on the 15-NN graph of PCA(30) of ``x`` (N, h), its resolution bisected until it
     gives ``n_clusters`` clusters (else the closest count found). Label-free: only the count is used.

@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from datamodules.datamodule import ScRCLDataModule
+from scrcl.experiments.timing import first_optimizer, timed_epoch
 from scrcl.train.module import build_module
 from scrcl.train.loggers import quiet_libraries
 from scrcl.errors import UserError, run_entry  # noqa: E402
@@ -159,53 +160,6 @@ def worker_prepare(args, work: Path) -> dict:
         "cell_graph_nnz": int(datamodule.batch.cell_graph.values().numel()),
         "count_density": float(adata.X.nnz / (adata.n_obs * adata.n_vars)),
         "peak_mb": peak_mb(),
-    }
-
-
-def first_optimizer(configured):
-    """The optimiser out of whatever ``configure_optimizers`` returned (an optimiser, a list or a dict)."""
-    if isinstance(configured, dict):
-        return configured["optimizer"]
-    if isinstance(configured, (list, tuple)):
-        return first_optimizer(configured[0])
-    return configured
-
-
-def clock(device) -> float:
-    """Seconds now, after the accelerator has finished its queued work."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-def timed_epoch(module, optimizer, batch, device) -> dict:
-    """One full-graph training step (= one epoch), as ``training_step`` + Adam, split in three.
-
-    The loss's backward ends when the gradients of all four loss inputs are complete (tensor hooks):
-    autograd runs the loss nodes, created last, before any encoder node.
-    """
-    t0 = clock(device)
-    out = module.model(batch)
-    t1 = clock(device)
-    terms = module.objective(out, batch.cell_graph)
-    t2 = clock(device)
-    done: list[float] = []
-    for key in ("e_m", "e_g", "z_m", "z_g"):
-        out[key].register_hook(lambda grad: done.append(clock(device)))
-    terms["loss"].backward()
-    t3 = clock(device)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    t4 = clock(device)
-    loss_done = max(done, default=t2)
-    return {
-        "total_s": t4 - t0,
-        "encoders_s": (t1 - t0) + (t3 - loss_done),
-        "losses_s": (t2 - t1) + (loss_done - t2),
-        "optimiser_s": t4 - t3,
-        "loss": float(terms["loss"].detach()),
     }
 
 

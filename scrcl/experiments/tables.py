@@ -191,6 +191,21 @@ def machine() -> str:
     return f"{platform.node()}, {cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}"
 
 
+def code_version(root: Path) -> str:
+    """The checkout's commit (short), with ``+changes`` when tracked files differ from it; ``unknown`` outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def table_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 

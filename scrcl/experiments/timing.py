@@ -1,0 +1,59 @@
+"""Timing one training step the way the Trainer runs it, split into its parts (benchmarks/speed.py, scaling.py)."""
+
+from __future__ import annotations
+
+import time
+
+
+def clock(device) -> float:
+    """Seconds now, after the accelerator has finished its queued work."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def first_optimizer(configured):
+    """The optimiser out of whatever ``configure_optimizers`` returned (an optimiser, a list or a dict)."""
+    if isinstance(configured, dict):
+        return configured["optimizer"]
+    if isinstance(configured, (list, tuple)):
+        return first_optimizer(configured[0])
+    return configured
+
+
+def timed_epoch(module, optimizer, batch, device, autocast_dtype=None) -> dict:
+    """One full-graph training step (= one epoch), as ``training_step`` + the optimiser, split in three.
+
+    The objective's backward ends when the gradients of all four of its inputs are complete (tensor hooks):
+    autograd runs the objective's nodes, created last, before any encoder node. ``autocast_dtype`` (e.g.
+    ``torch.bfloat16``) runs the forward pass under autocast, as ``--precision bf16-mixed`` does.
+    """
+    import contextlib
+
+    import torch
+
+    cast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    t0 = clock(device)
+    with cast:
+        out = module.model(batch)
+        t1 = clock(device)
+        terms = module.objective(out, batch.cell_graph)
+    t2 = clock(device)
+    done: list[float] = []
+    for key in ("e_m", "e_g", "z_m", "z_g"):
+        out[key].register_hook(lambda grad: done.append(clock(device)))
+    terms["loss"].backward()
+    t3 = clock(device)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    t4 = clock(device)
+    loss_done = max(done, default=t2)
+    return {
+        "total_s": t4 - t0,
+        "encoders_s": (t1 - t0) + (t3 - loss_done),
+        "losses_s": (t2 - t1) + (loss_done - t2),
+        "optimiser_s": t4 - t3,
+        "loss": float(terms["loss"].detach()),
+    }

@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch_geometric.nn import GCNConv
 
+from scrcl.model.sparse import constant_mm
+
 
 @contextmanager
 def _generated_code_removed():
@@ -49,10 +51,13 @@ class SparseGCNConv(GCNConv):
             super().__init__(*args, **kwargs)
 
     def message_and_aggregate(self, adj_t, x: Tensor) -> Tensor:
-        if not torch.is_autocast_enabled(x.device.type):  # full precision: PyG's product, unchanged
+        if not (isinstance(adj_t, Tensor) and adj_t.layout == torch.sparse_csr):  # PyG's other adjacency types
             return super().message_and_aggregate(adj_t, x)
+        # the graph is constant: its transpose for the backward pass is made once (scrcl.model.sparse)
+        if not torch.is_autocast_enabled(x.device.type):
+            return constant_mm(adj_t, x)
         with torch.autocast(x.device.type, enabled=False):  # autocast would cast the sparse operand down too
-            return super().message_and_aggregate(adj_t, x.to(adj_t.dtype))
+            return constant_mm(adj_t, x.to(adj_t.dtype))
 
 
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu}
@@ -110,4 +115,12 @@ class GeneNetwork(nn.Module):
         self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor, gene_filter: Tensor) -> Tensor:
-        return self.activation(self.conv(x.t().contiguous(), gene_filter))
+        return self.activation(self.conv(self._transposed(x), gene_filter))
+
+    def _transposed(self, x: Tensor) -> Tensor:
+        """xᵀ as a contiguous (h, N) matrix, made once: the input is the same every epoch (full-graph training), and
+        a dense product over a transposed view is slower than over a copy. Made again if another input comes."""
+        key = (x.data_ptr(), tuple(x.shape), x.dtype, x.device, x._version, torch.is_grad_enabled() and x.requires_grad)
+        if getattr(self, "_cache_key", None) != key:
+            self._cache_key, self._cache = key, x.t().contiguous()
+        return self._cache

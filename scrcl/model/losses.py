@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from scrcl.model.sparse import constant_mm
+
 __all__ = ["hea_loss", "kappa_matrix", "ndc_loss", "cvc_loss", "scrcl_loss"]
 
 _IMPLS = ("linear", "dense")
@@ -110,14 +112,6 @@ def _csr_parts(graph: Tensor, dtype: torch.dtype, device: torch.device) -> tuple
             graph = graph.to_sparse_csr()
     graph = graph.to(device)
     return graph.crow_indices(), graph.col_indices(), graph.values().to(dtype)
-
-
-def _transpose_parts(crow: Tensor, col: Tensor, val: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """CSR parts of Aᵀ: A's CSC form read as CSR."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-        csc = torch.sparse_csr_tensor(crow, col, val, size=(n, n)).to_sparse_csc()
-    return csc.ccol_indices(), csc.row_indices(), csc.values()
 
 
 def _csr_rows(crow: Tensor, col: Tensor, val: Tensor, r0: int, r1: int, n_cols: int) -> Tensor:
@@ -425,7 +419,7 @@ class _NDCLinear(torch.autograd.Function):
                 w_glob, w_cell = grad_hea.to(work) / tau, grad_hea.to(work) / (2.0 * n * tau)
             u = (n - 1) / (n * deg * r)
             v = -ratio / (n * r)
-            crow_t, col_t, val_t = _transpose_parts(crow, col, val.double(), n)
+            crow_t, col_t, val_t = crow, col, val.double()  # A is symmetric (every loss's contract): Aᵀ = A
             at_u = (_csr_rows(crow_t, col_t, val_t, 0, n, n) @ u[:, None])[:, 0]  # Aᵀu
             rho = u * deg + (n - 1) * v  # Σⱼ ωᵢⱼ
             gamma = at_u + u + v.sum() - v  # Σᵢ ωᵢⱼ
@@ -605,7 +599,7 @@ def cvc_loss(z_m: Tensor, z_g: Tensor, cell_graph: Tensor, impl: str = "linear")
     zm, zg = z_m.double(), z_g.double()
     gram = ((zm.T @ zm) * (zg.T @ zg)).sum()  # = Σᵢⱼ Sᵢⱼ²
     graph = cell_graph.to(device=zg.device, dtype=zg.dtype)
-    cross = (zm * torch.sparse.mm(graph, zg)).sum() + (zm * zg).sum()
+    cross = (zm * constant_mm(graph, zg, symmetric=True)).sum() + (zm * zg).sum()  # A symmetric by contract
     sq = _sparse_values(graph).square().sum() + n
     return ((gram - 2.0 * cross + sq) / (n * n)).to(_work_dtype(z_m))
 

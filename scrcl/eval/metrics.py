@@ -136,3 +136,24 @@ def mean_std_text(values) -> str:
     if arr.size == 1:
         return f"{arr[0]:.4f}"
     return f"{arr.mean():.4f} ± {arr.std():.4f}"
+
+
+INTERNAL = ("silhouette", "calinski_harabasz")  # label-free: how well the embedding separates its own clusters
+SILHOUETTE_SAMPLE = 5000  # silhouette is O(N²): above this many cells it is computed on a seeded sample of them
+
+
+def internal_scores(embedding: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Label-free scores of a clustering of an embedding (scikit-learn's): the mean silhouette (cosine, the
+    geometry of the unit-norm embedding; on a seeded sample of ``SILHOUETTE_SAMPLE`` cells above that) and the
+    Calinski–Harabasz index. Higher is better for both; NaN when the clustering has fewer than two clusters."""
+    from sklearn.metrics import calinski_harabasz_score, silhouette_score
+
+    x = np.asarray(embedding, dtype=np.float64)
+    labels = np.asarray(labels)
+    if np.unique(labels).size < 2 or np.unique(labels).size >= len(labels):
+        return {name: float("nan") for name in INTERNAL}
+    sample = SILHOUETTE_SAMPLE if len(labels) > SILHOUETTE_SAMPLE else None
+    return {
+        "silhouette": float(silhouette_score(x, labels, metric="cosine", sample_size=sample, random_state=seed)),
+        "calinski_harabasz": float(calinski_harabasz_score(x, labels)),
+    }

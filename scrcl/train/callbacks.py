@@ -1,8 +1,9 @@
-"""Callbacks: k-means + scores every N epochs, UMAPs and domain maps, and the label-free final result.
+"""Callbacks: k-means + scores every N epochs, UMAPs and domain maps, averaged weights, and the label-free result.
 
-Labels only ever *score*: the reported result is the final epoch's clustering. The evaluation
-history is kept so that the best-by-label epoch can be written beside it as ``oracle_*`` — a figure
-for comparing with the paper's protocol, never the result.
+Labels only ever *score*: the reported result is the final epoch's clustering, or (``select``) the evaluation whose
+own clustering scores best on a label-free criterion of the embedding. The evaluation history is kept so that the
+best-by-label epoch can be written beside it as ``oracle_*`` — a figure for comparing with the paper's protocol,
+never the result.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from scrcl.eval.clustering import kmeans, refine_spatial
 from scrcl.errors import Interrupted, TrainingDiverged
-from scrcl.eval.metrics import SCORES, clustering_scores
+from scrcl.eval.metrics import INTERNAL, SCORES, clustering_scores, internal_scores
 from scrcl.train.results import final_line
 
 
@@ -53,7 +54,8 @@ class ClusteringEvaluator(L.Callback):
     """Every ``every`` epochs and after the last one: embed, k-means, score, log; UMAP now and then."""
 
     def __init__(self, batch, n_clusters: int, seed: int, every: int, run_dir: Path | None = None, umap_every: int = 5,
-                 umap: bool = True, radius: int = 0, label_names: list[str] | None = None, echo: Callable[[str], None] | None = None):
+                 umap: bool = True, radius: int = 0, label_names: list[str] | None = None, echo: Callable[[str], None] | None = None,
+                 select: str = "final", averaged: "AveragedWeights | None" = None):
         self.batch = batch
         self.n_clusters = n_clusters
         self.seed = seed
@@ -64,9 +66,12 @@ class ClusteringEvaluator(L.Callback):
         self.radius = radius
         self.label_names = label_names
         self.echo = echo  # called with one line per evaluation (epoch, loss, scores), e.g. when no progress bar shows
+        self.select = select  # "final" or a criterion of INTERNAL: which evaluation is reported
+        self.averaged = averaged  # clustering the averaged weights (weight_averaging), the live ones beside them
         self.history: list[dict] = []
         self._on_device = None
         self.final: dict | None = None
+        self.selected: dict | None = None  # the best evaluation by ``select`` so far (epoch, scores, arrays)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _labels(self):
@@ -76,12 +81,13 @@ class ClusteringEvaluator(L.Callback):
         y = y.cpu().numpy()
         return y, y >= 0
 
-    def cluster(self, pl_module) -> tuple[np.ndarray, dict]:
-        """Embedding (N, D) as float32 numpy and the clustering of it, with scores when labels exist."""
+    def cluster(self, pl_module, network=None) -> tuple[np.ndarray, dict]:
+        """Embedding (N, D) as float32 numpy and the clustering of it, with scores when labels exist and the
+        label-free criteria (``INTERNAL``) of the k-means clustering. ``network``: another set of weights (averaged)."""
         if self._on_device is None or self._on_device[0] != pl_module.device:  # copy to the accelerator once, not every evaluation
             self._on_device = (pl_module.device, self.batch.to(pl_module.device))
         batch = self._on_device[1]
-        embedding = pl_module.embed(batch).float().cpu().numpy()
+        embedding = pl_module.embed(batch, network).float().cpu().numpy()
         if not np.isfinite(embedding).all():  # k-means would stop with sklearn's traceback
             epoch = pl_module.trainer.current_epoch + 1 if pl_module._trainer is not None else None
             raise TrainingDiverged.after("embedding", epoch, getattr(pl_module.hparams, "lr", None))
@@ -89,6 +95,7 @@ class ClusteringEvaluator(L.Callback):
         result = {"embedding": embedding, "pred_unrefined": pred, "pred": pred}
         if self.radius > 0 and getattr(self.batch, "coords", None) is not None:
             result["pred"] = refine_spatial(pred, self.batch.coords.cpu().numpy(), self.radius)
+        result["internal"] = internal_scores(embedding, pred, seed=self.seed)  # no labels: may choose what is reported
         y, known = self._labels()
         scores = {}
         if y is not None:
@@ -101,8 +108,12 @@ class ClusteringEvaluator(L.Callback):
     def _evaluate(self, trainer, pl_module, final: bool):
         epoch = trainer.current_epoch + 1  # epochs completed
         t0 = time.perf_counter()
-        result, scores = self.cluster(pl_module)
-        record = {"epoch": epoch, **scores, "kmeans_s": time.perf_counter() - t0}
+        network = self.averaged.network() if self.averaged is not None else None
+        result, scores = self.cluster(pl_module, network)
+        record = {"epoch": epoch, **scores, **result["internal"], "kmeans_s": time.perf_counter() - t0}
+        if network is not None:  # what the live weights give at the same epoch, beside the averaged ones
+            live, live_scores = self.cluster(pl_module)
+            record.update({f"live_{k}": v for k, v in {**live_scores, **live["internal"]}.items()})
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:  # kept beside the scores: where the loss flattens is how epochs are set
             record["loss"] = float(loss)
@@ -118,6 +129,16 @@ class ClusteringEvaluator(L.Callback):
             self._domain_map(trainer, result, epoch, final)
         if final:
             self.final = {"epoch": epoch, "scores": scores, **result}
+        if self.select != "final":
+            value = result["internal"][self.select]
+            if np.isfinite(value) and (self.selected is None or value > self.selected["criterion"]):  # ties: the earlier
+                self.selected = {"epoch": epoch, "scores": scores, "criterion": value, **result}
+
+    def reported(self) -> dict | None:
+        """The evaluation a run reports: the final one, or the best by ``select`` (the final one when none scored)."""
+        if self.select == "final" or self.selected is None:
+            return self.final
+        return self.selected
 
     def _plot(self, trainer, result, epoch, final):
         if self.run_dir is None or not self.umap:
@@ -167,10 +188,20 @@ class ClusteringEvaluator(L.Callback):
                 self._evaluate(trainer, pl_module, final=last)
 
     def state_dict(self):
-        return {"history": self.history}
+        state = {"history": self.history}
+        if self.selected is not None:  # a resumed run must still report an evaluation made before the interruption
+            chosen = self.selected
+            state["selected"] = {
+                "epoch": chosen["epoch"], "scores": chosen["scores"], "criterion": chosen["criterion"],
+                "internal": chosen["internal"], "embedding": torch.from_numpy(chosen["embedding"]),
+                "pred": torch.from_numpy(chosen["pred"]), "pred_unrefined": torch.from_numpy(chosen["pred_unrefined"])}
+        return state
 
     def load_state_dict(self, state_dict):
         self.history = list(state_dict.get("history", []))
+        chosen = state_dict.get("selected")
+        if chosen is not None:
+            self.selected = {**chosen, **{k: chosen[k].numpy() for k in ("embedding", "pred", "pred_unrefined")}}
 
     def oracle(self) -> dict:
         """Best-by-NMI (ARI for spatial) epoch over the evaluations: for comparison only, never reported."""
@@ -181,6 +212,46 @@ class ClusteringEvaluator(L.Callback):
         top = max(scored, key=lambda h: h[key])
         return {"oracle_epoch": top["epoch"], **{f"oracle_{k}": top[k] for k in SCORES}}
 
+
+
+class AveragedWeights(L.Callback):
+    """Weight averaging with torch's ``AveragedModel``: ``ema`` (exponential moving average, ``decay`` per step =
+    per epoch) or ``swa`` (equal average of the weights after each epoch from ``start`` of the epochs on). The
+    optimiser trains the live weights as before; the evaluations cluster the averaged ones. Kept in checkpoints."""
+
+    def __init__(self, kind: str, decay: float = 0.98, start: float = 0.5):
+        self.kind, self.decay, self.start = kind, decay, start
+        self.model = None
+        self._pending: dict | None = None
+
+    def network(self):
+        """The averaged network (a copy of the LightningModule's ``model``)."""
+        return self.model.module
+
+    def on_fit_start(self, trainer, pl_module):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        if self.model is None:
+            self.model = AveragedModel(pl_module.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay) if self.kind == "ema" else None,
+                                       use_buffers=True)
+        if self._pending is not None:  # restored from a checkpoint before the module was on its device
+            self.model.load_state_dict(self._pending)
+            self._pending = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.kind == "swa" and trainer.current_epoch < int(self.start * trainer.max_epochs):
+            return
+        self.model.update_parameters(pl_module.model)
+
+    def state_dict(self):
+        return {"averaged": self.model.state_dict()} if self.model is not None else {}
+
+    def load_state_dict(self, state_dict):
+        if "averaged" in state_dict:
+            if self.model is not None:
+                self.model.load_state_dict(state_dict["averaged"])
+            else:
+                self._pending = state_dict["averaged"]
 
 
 class GracefulStop(L.Callback):

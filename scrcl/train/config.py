@@ -97,6 +97,19 @@ KEYS: tuple[Key, ...] = (
     Key("optimizer", str, "adam (L2 decay in the gradient, as the reference) | adamw (decoupled decay)",
         choices=("adam", "adamw"), method=True),
     Key("epochs", int, "training epochs", low=1, method=True),
+    # -- keeping what training found, without labels (off in the published settings: the reference has none)
+    Key("lr_schedule", str, "constant (the reference) | cosine (decay to 0 over the epochs: training ends calmly)",
+        default="constant", choices=("constant", "cosine"), method=True),
+    Key("weight_averaging", str, "none (the reference) | ema (exponential moving average of the weights, ema_decay) | "
+        "swa (equal average from average_from of the epochs on); evaluations cluster the averaged weights",
+        default="none", choices=("none", "ema", "swa"), method=True),
+    Key("ema_decay", float, "EMA decay per epoch (one step per epoch: 0.98 averages over ~50 epochs)", default=0.98,
+        above=0, below=1, method=True),
+    Key("average_from", float, "SWA: the fraction of the epochs after which weights are averaged", default=0.5, low=0,
+        below=1, method=True),
+    Key("select", str, "the reported evaluation: final (the last epoch, the reference) or the one whose own k-means "
+        "scores best on a label-free criterion of the embedding (silhouette | calinski_harabasz); the final epoch is "
+        "recorded beside it", default="final", choices=("final", "silhouette", "calinski_harabasz"), method=True),
     Key("radius", int, "spatial label refinement: majority vote over this many nearest other spots (0 = off)", low=0,
         method=True),
     Key("refine", bool, "cluster the refined Z = [Zm|Zg] (false: the view embeddings [Em|Eg], an ablation)", default=True,

@@ -16,7 +16,7 @@ from scrcl.model import Objective, ScRCL
 
 class ScRCLModule(L.LightningModule):
     def __init__(self, network: ScRCL, objective: Objective, lr: float = 1e-4, weight_decay: float = 0.1,
-                 optimizer: str = "adam", refine: bool = True):
+                 optimizer: str = "adam", refine: bool = True, lr_schedule: str = "constant", epochs: int = 1):
         super().__init__()
         self.model = network
         self.objective = objective
@@ -35,19 +35,27 @@ class ScRCLModule(L.LightningModule):
 
     def configure_optimizers(self):
         """``adam``: Adam with L2 weight decay added to the gradient (the reference's optimiser).
-        ``adamw``: the decay decoupled from the adaptive step (Loshchilov & Hutter); see configs/generic_sc.yaml."""
+        ``adamw``: the decay decoupled from the adaptive step (Loshchilov & Hutter); see configs/generic_sc.yaml.
+        ``lr_schedule: cosine``: torch's cosine annealing to 0 over the epochs (the reference keeps lr constant)."""
         kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[self.hparams.optimizer]
-        return kind(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = kind(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # cosine: lr falls from lr to 0 over the run's epochs (one step per epoch), stepped by Lightning
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(int(self.hparams.epochs), 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     @torch.no_grad()
-    def embed(self, batch) -> torch.Tensor:
-        """The clustered representation, in eval mode (no dropout): (N, 2c'), or (N, 2d) without refinement."""
-        was_training = self.training
-        self.eval()
+    def embed(self, batch, network: ScRCL | None = None) -> torch.Tensor:
+        """The clustered representation, in eval mode (no dropout): (N, 2c'), or (N, 2d) without refinement.
+        ``network``: other weights of the same network (e.g. averaged ones); default the trained ``model``."""
+        network = self.model if network is None else network
+        was_training = network.training
+        network.eval()
         try:
-            return ScRCL.embedding(self.model(batch), refine=self.hparams.refine)
+            return ScRCL.embedding(network(batch), refine=self.hparams.refine)
         finally:
-            self.train(was_training)
+            network.train(was_training)
 
 
 def build_module(config: dict, n_cells: int, n_genes: int, n_clusters: int) -> ScRCLModule:
@@ -59,4 +67,5 @@ def build_module(config: dict, n_cells: int, n_genes: int, n_clusters: int) -> S
     objective = Objective(alpha=config["alpha"], beta=config["beta"], tau=config["tau"], hea_weight=config["hea_weight"],
                           impl=config["loss_impl"])
     return ScRCLModule(network, objective, lr=config["lr"], weight_decay=config["weight_decay"],
-                       optimizer=config.get("optimizer", "adam"), refine=config.get("refine", True))
+                       optimizer=config.get("optimizer", "adam"), refine=config.get("refine", True),
+                       lr_schedule=config.get("lr_schedule", "constant"), epochs=config["epochs"])

@@ -58,6 +58,16 @@ def torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
+def _selection(outcome: dict) -> dict:
+    """How the reported evaluation was chosen; with a criterion, the final epoch's figures beside it (``final_*``)."""
+    select = outcome.get("select", "final")
+    if select == "final":
+        return {}
+    last, chosen = outcome["last"], outcome["final"]
+    return {"selected_by": select, f"selected_{select}": float(chosen["internal"][select]),
+            "final_epoch": int(last["epoch"]), **{f"final_{k}": float(v) for k, v in last["scores"].items()}}
+
+
 def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: dict, total_seconds: float) -> dict:
     """The one results writer: metrics.json, history.csv, result.h5ad."""
     import anndata as ad
@@ -70,6 +80,7 @@ def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: d
         **{k: float(v) for k, v in final["scores"].items()},
         **outcome["oracle"],
         "epoch": int(final["epoch"]),
+        **_selection(outcome),
         "seed": int(seed),
         "dataset": datamodule.provenance.get("dataset"),
         "task": datamodule.task,
@@ -79,7 +90,7 @@ def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: d
         "cluster_sizes": sizes,
         "seconds": float(total_seconds),
         "train_seconds": float(outcome["train_seconds"]),
-        "seconds_per_epoch": float(outcome["train_seconds"]) / max(int(final["epoch"]), 1),
+        "seconds_per_epoch": float(outcome["train_seconds"]) / max(int((outcome.get("last") or final)["epoch"]), 1),
         "peak_memory_mb": peak_memory_mb(),
         "gpu_peak_memory_mb": outcome["gpu_peak_mb"],
         # On the CPU the same seed gives the same figures only at the same thread count: another count sums
@@ -111,7 +122,8 @@ def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: d
 def summarise(metrics: list[dict]) -> dict:
     """Mean ± std (population std over the seeds) of each score across seeds."""
     out: dict = {"seeds": [m["seed"] for m in metrics], "n_runs": len(metrics)}
-    keys = [k for k in metrics[0] if k in SCORES or k.endswith("_unrefined") or k.startswith("oracle_")]
+    keys = [k for k in metrics[0] if k in SCORES or k.endswith("_unrefined") or k.startswith(("oracle_", "final_"))
+            and k != "final_epoch"]
     for key in keys:
         values = np.array([m[key] for m in metrics if key in m], dtype=float)
         out[key] = {"mean": float(values.mean()), "std": float(values.std()), "values": values.tolist()}

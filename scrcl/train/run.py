@@ -49,13 +49,17 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from scrcl.train.callbacks import ClusteringEvaluator, GracefulStop, InterruptCheckpoint, RandomStates, TrainClock, WeightScale
+    from scrcl.train.callbacks import (AveragedWeights, ClusteringEvaluator, GracefulStop, InterruptCheckpoint, RandomStates,
+                                       TrainClock, WeightScale)
     from scrcl.train.checkpoint_io import AtomicCheckpointIO
 
     quiet_libraries()
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule.setup("fit")
     module = build_module(config, datamodule.n_cells, datamodule.n_genes, datamodule.n_clusters)
+    averaging = config.get("weight_averaging", "none")
+    averaged = (AveragedWeights(averaging, decay=config.get("ema_decay", 0.98), start=config.get("average_from", 0.5))
+                if averaging != "none" else None)
     evaluator = ClusteringEvaluator(
         datamodule.batch,
         datamodule.n_clusters,
@@ -68,10 +72,13 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         label_names=datamodule.label_names,
         # no progress bar (e.g. a launcher's trial writing to a log file): one line per evaluation instead
         echo=(lambda line: print(line, flush=True)) if run_dir is not None and not config.get("progress", True) else None,
+        select=config.get("select", "final"),
+        averaged=averaged,
     )
     clock = TrainClock()
     stop = GracefulStop()
-    callbacks = [evaluator, clock, stop, WeightScale(), RandomStates()]
+    # the averaged weights are updated after each step, before the evaluator reads them at the epoch's end
+    callbacks = [*([averaged] if averaged is not None else []), evaluator, clock, stop, WeightScale(), RandomStates()]
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     if ckpt_dir is not None:
         callbacks += [
@@ -119,17 +126,19 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         _IN_FIT = False
     seconds = clock.seconds()  # including the seconds before a resume
     if evaluator.final is None:  # e.g. resuming a run whose training had already finished
-        result, scores = evaluator.cluster(module)
+        result, scores = evaluator.cluster(module, averaged.network() if averaged is not None else None)
         evaluator.final = {"epoch": trainer.current_epoch, "scores": scores, **result}
     if ckpt_dir is not None:
         trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
     for logger in trainer.loggers:  # close W&B now, so its sign-off is not printed after our result line
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()
-    final = evaluator.final
+    final = evaluator.reported()  # the final epoch, or the evaluation chosen by ``select`` (no labels)
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "final": final,
+        "last": evaluator.final,
+        "select": evaluator.select,
         "history": evaluator.history,
         "oracle": evaluator.oracle(),
         "train_seconds": seconds,
@@ -201,6 +210,7 @@ def _run_seeds(config: dict, datamodule, seeds: list[int], root: Path, resume_di
         setup_s = datamodule.timings.get("setup_s", 0) if seed == seeds[0] else 0
         total_s = time.perf_counter() - t0 + setup_s + outcome["seconds_before_resume"]
         metrics = write_results(run_dir, config, datamodule, seed, outcome, total_s)
-        log(f"seed {seed}: {final_line(metrics)}  ({metrics['train_seconds']:.1f}s, run dir {run_dir})")
+        chosen = f"; epoch {metrics['epoch']} by {metrics['selected_by']}" if "selected_by" in metrics else ""
+        log(f"seed {seed}: {final_line(metrics)}  ({metrics['train_seconds']:.1f}s{chosen}, run dir {run_dir})")
         all_metrics.append(metrics)
     return all_metrics

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Which label-free way keeps what training found? Weight averaging, a calm end of training, selection by an
+internal criterion: each measured on the local datasets over seeds, labels only scoring.
+
+Two runs per dataset and seed, both with EMA weights (``weight_averaging: ema``; each evaluation also records what
+the live weights give, ``live_*`` in history.csv): one at constant lr (the reference) and one with ``lr_schedule:
+cosine``. Selection (``select``) needs no run of its own: every evaluation records the silhouette and
+Calinski–Harabasz index of its own k-means, so the evaluation each criterion would report is read from history.csv.
+That gives, per run, 2 weights (live, EMA) × 3 reports (final epoch, best silhouette, best CH), beside the
+label-picked best evaluation of the same trajectory (``oracle``: a bound, never a result).
+
+  python studies/keep_found.py --datasets pollen,pbmc68k --seeds 5,15,25 --precision bf16-mixed   # runs, then the table
+  python studies/keep_found.py --report-only                                                         # the table from the runs
+
+Runs go to ``runs/keep_found/<dataset>/<schedule>-seed<s>/`` (resumable: a finished run is not redone); the table to
+``studies/results/keep_found.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scrcl.atomic import atomic_write_text
+from scrcl.errors import CommandLineParser, run_entry
+from scrcl.eval.metrics import mean_std_text
+from scrcl.experiments.tables import code_version, machine
+from scrcl.train.config import parse_seeds
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULES = ("constant", "cosine")
+WEIGHTS = ("live", "ema")
+REPORTS = ("final", "silhouette", "calinski_harabasz")
+
+
+def run_dir(runs: Path, dataset: str, schedule: str, seed: int) -> Path:
+    return runs / dataset / f"{schedule}-seed{seed}"
+
+
+def train(args, dataset: str, schedule: str, seed: int) -> None:
+    target = run_dir(args.runs, dataset, schedule, seed)
+    if (target / "metrics.json").exists():
+        return
+    resume = ["--resume", str(target)] if (target / "checkpoints" / "last.ckpt").exists() else [
+        "--dataset", dataset, "--seed", str(seed), "--lr-schedule", schedule, "--weight-averaging", "ema",
+        "--precision", args.precision, "--eval-every", str(args.eval_every), "--no-umap", "--logger", "csv", "--no-progress",
+        "--output", str(target.parent), "--run-name", target.name,
+        *(["--epochs", str(args.epochs)] if args.epochs else [])]
+    if target.exists() and resume[0] != "--resume":
+        import shutil
+
+        shutil.rmtree(target)  # a start that left no checkpoint: begin again
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *resume], cwd=ROOT, capture_output=True, text=True)
+    print(f"{dataset} {schedule} seed {seed}: exit {done.returncode} in {time.perf_counter() - t0:.0f} s; "
+          f"{(done.stdout.strip().splitlines() or [''])[-1]}", flush=True)
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+
+
+def pick(history, weights: str, report: str) -> dict:
+    """The evaluation a report would give, for the live or the averaged weights (labels only score it)."""
+    prefix = "live_" if weights == "live" else ""
+    if report == "final":
+        row = history.iloc[-1]
+    else:
+        values = history[prefix + report].to_numpy(dtype=float)
+        row = history.iloc[int(np.nanargmax(values))]  # the first of equal values: the earlier epoch
+    return {"epoch": int(row["epoch"]), "ari": float(row[prefix + "ari"]), "nmi": float(row[prefix + "nmi"])}
+
+
+def oracle(history, weights: str) -> float:
+    prefix = "live_" if weights == "live" else ""
+    return float(history[prefix + "ari"].max())
+
+
+def report(args) -> str:
+    import pandas as pd
+
+    found: dict = {}
+    for dataset_dir in sorted(p for p in args.runs.iterdir() if p.is_dir()) if args.runs.exists() else []:
+        for run in sorted(dataset_dir.iterdir()):
+            if not (run / "metrics.json").exists():
+                continue
+            schedule, seed = run.name.rsplit("-seed", 1)
+            history = pd.read_csv(run / "history.csv")
+            found.setdefault(dataset_dir.name, {}).setdefault(schedule, {})[int(seed)] = history
+    lines = [
+        "# Keeping what training found, without labels (studies/keep_found.py)", "",
+        f"- Command: `{args.command}`",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code {code_version(ROOT)}; machine: {machine()}",
+        f"- Precision {args.precision}, torch threads {os.environ.get('OMP_NUM_THREADS', 'torch default')}; each dataset's "
+        "own config (generic for the local sets) with `weight_averaging: ema` (ema_decay 0.98); evaluations every "
+        f"{args.eval_every} epochs.",
+        "- ARI mean ± population std over the seeds. *gap*: mean of (label-picked best evaluation of the same "
+        "trajectory − reported), the ARI a label-free report leaves behind. Labels choose nothing reported here; "
+        "the label-picked figure is only the yardstick.",
+        "- Rows: lr schedule (constant = the reference, cosine to 0) × weights (live = the trained weights, EMA) × "
+        "report (final epoch; the evaluation with the best silhouette of its own k-means; the best Calinski–Harabasz).",
+        "",
+    ]
+    summary: dict = {}
+    for dataset, schedules in found.items():
+        seeds = sorted(set.intersection(*(set(s) for s in schedules.values())))
+        lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))})", "",
+                  "| lr | weights | report | ARI | NMI | gap to label-picked | epochs reported |", "|---|---|---|---|---|---|---|"]
+        for schedule in SCHEDULES:
+            if schedule not in schedules:
+                continue
+            for weights in WEIGHTS:
+                for rep in REPORTS:
+                    chosen = [pick(schedules[schedule][s], weights, rep) for s in seeds]
+                    aris = [c["ari"] for c in chosen]
+                    gaps = [oracle(schedules[schedule][s], weights) - c["ari"] for s, c in zip(seeds, chosen)]
+                    summary.setdefault((schedule, weights, rep), []).append((np.mean(aris), np.std(aris), np.mean(gaps)))
+                    lines.append(f"| {schedule} | {weights} | {rep} | {mean_std_text(aris)} | "
+                                 f"{mean_std_text([c['nmi'] for c in chosen])} | {np.mean(gaps):.4f} | "
+                                 f"{', '.join(str(c['epoch']) for c in chosen)} |")
+        lines.append("")
+    if summary:
+        lines += ["## Over the datasets", "",
+                  f"Mean over the {len(found)} datasets of each dataset's mean ARI, its seed std, and its gap.", "",
+                  "| lr | weights | report | mean ARI | mean seed std | mean gap |", "|---|---|---|---|---|---|"]
+        for (schedule, weights, rep), rows in summary.items():
+            arr = np.array(rows)
+            lines.append(f"| {schedule} | {weights} | {rep} | {arr[:, 0].mean():.4f} | {arr[:, 1].mean():.4f} | {arr[:, 2].mean():.4f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = CommandLineParser(prog="keep_found.py", command="python studies/keep_found.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", default="pollen,pbmc68k,baron_mouse1,baron_mouse2,mouse_bladder_han,pbmc10x,dlpfc_151673")
+    parser.add_argument("--seeds", default="5,15,25")
+    parser.add_argument("--precision", default="bf16-mixed", choices=("32-true", "bf16-mixed"))
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None, help="default: each dataset's config (500)")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "keep_found")
+    parser.add_argument("--output", type=Path, default=ROOT / "studies" / "results" / "keep_found.md")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.command = "python studies/keep_found.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if not args.report_only:
+        for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+            for seed in parse_seeds(args.seeds):
+                for schedule in SCHEDULES:
+                    train(args, dataset, schedule, seed)
+            atomic_write_text(args.output, report(args))  # after each dataset: the table so far
+    atomic_write_text(args.output, report(args))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry(main))

@@ -29,6 +29,13 @@ def training_in_progress() -> bool:
     return _IN_FIT
 
 
+def _first_sentence(err: BaseException, limit: int = 160) -> str:
+    """The first sentence of an error's message, whole (cut at a word when it runs past ``limit``)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else "damaged"
+    text = text.split(". ")[0].rstrip(".")
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def _checkpoint_epoch(path: str) -> int:
     """The epoch a Lightning checkpoint was saved at (memory-mapped: the weights are not read). A damaged file is
     one UserError naming it."""
@@ -37,7 +44,7 @@ def _checkpoint_epoch(path: str) -> int:
     try:
         return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"])
     except Exception as err:  # truncated (a copy cut short), not a checkpoint, another format
-        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else 'damaged'}); "
+        raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {_first_sentence(err)}); "
                         "it may be truncated: delete it to resume from the periodic checkpoint beside it, or start a new run") from None
 
 

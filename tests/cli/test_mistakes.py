@@ -67,6 +67,23 @@ def test_a_truncated_result_h5ad_and_a_corrupt_metrics_json_are_one_line_naming_
     assert f"{run / 'metrics.json'} is not a valid metrics.json" in line
 
 
+def test_resuming_from_a_truncated_checkpoint_is_one_line_naming_it(tmp_path, finished_run, data_dir):
+    """A copy cut short: the line names the checkpoint, quotes torch's reason as a whole sentence and says what to do."""
+    import shutil
+
+    tmp, _ = finished_run
+    run = tmp_path / "r"
+    shutil.copytree(tmp / "runs" / "r", run, ignore=shutil.ignore_patterns("wandb", ".owner", "metrics.json", "result.h5ad"))
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    whole = checkpoint.read_bytes()
+    checkpoint.unlink()  # last.ckpt may be a link to the periodic checkpoint: cut a file of its own
+    checkpoint.write_bytes(whole[: len(whole) // 3])
+    line = one_error_line(train(tmp_path, data_dir, "--resume", run))
+    assert f"checkpoint {checkpoint} cannot be read" in line and "truncated" in line
+    reason = line.split("cannot be read (", 1)[1].split(");", 1)[0]
+    assert reason.endswith(("...", *"abcdefghijklmnopqrstuvwxyz0123456789)")) and not reason.endswith(" If yo"), reason
+
+
 # -- what a run leaves outside its directory --------------------------------------------------------------------------
 def test_wandb_logs_stay_in_the_run_directory_and_pyg_leaves_no_generated_modules(tmp_path, finished_run):
     import tempfile

@@ -1,0 +1,123 @@
+"""Label-free ways to keep what training found (config keys lr_schedule, weight_averaging, select): each does what it
+says, on real data through the real training path; labels only score; the published settings keep them off."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import calinski_harabasz_score, silhouette_score
+
+from datamodules.datamodule import ScRCLDataModule
+from scrcl.eval.metrics import internal_scores
+from scrcl.train import run as runner
+from scrcl.train.callbacks import AveragedWeights
+from scrcl.train.config import CONFIG_DIR, resolve_config
+from scrcl.train.module import build_module
+
+FAST = {"hidden_dim": 32, "epochs": 8, "eval_every": 2, "logger": "none", "progress": False, "lr": 1e-3, "umap": False}
+
+
+@pytest.fixture(scope="module")
+def pbmc():
+    config = resolve_config(dataset="pbmc68k", overrides=FAST)
+    datamodule = ScRCLDataModule.from_config(config)
+    datamodule.setup("fit")
+    return config, datamodule
+
+
+def test_internal_scores_are_scikit_learns_and_nan_for_one_cluster():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6))
+    labels = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0)
+    got = internal_scores(x, labels, seed=3)
+    assert got["silhouette"] == pytest.approx(silhouette_score(x, labels, metric="cosine"))
+    assert got["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(x, labels))
+    assert all(np.isnan(v) for v in internal_scores(x, np.zeros(300, int)).values())
+
+
+def test_cosine_schedule_ends_at_zero_and_constant_keeps_lr():
+    config = resolve_config(dataset="pbmc68k", overrides={**FAST, "lr_schedule": "cosine", "epochs": 10})
+    module = build_module(config, n_cells=20, n_genes=8, n_clusters=3)
+    configured = module.configure_optimizers()
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    assert configured["lr_scheduler"]["interval"] == "epoch"
+    lrs = []
+    for _ in range(10):
+        optimizer.step()
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12) and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[4] == pytest.approx(1e-3 * 0.5 * (1 + np.cos(np.pi * 5 / 10)))
+    constant = build_module({**config, "lr_schedule": "constant"}, 20, 8, 3).configure_optimizers()
+    assert isinstance(constant, torch.optim.Optimizer)
+
+
+def test_ema_is_the_exponential_average_of_the_weights_after_each_step():
+    """AveragedWeights(ema) holds avg₁ = w₁, avgₜ = d·avgₜ₋₁ + (1 − d)·wₜ (torch's AveragedModel), per step."""
+    net = torch.nn.Linear(3, 2)
+    callback = AveragedWeights("ema", decay=0.9)
+
+    class Holder:
+        model = net
+
+    class Clock:
+        current_epoch, max_epochs = 0, 10
+
+    callback.on_fit_start(Clock(), Holder())
+    expected = None
+    for step in range(4):
+        with torch.no_grad():
+            net.weight.add_(float(step + 1))
+        callback.on_train_batch_end(Clock(), Holder(), None, None, 0)
+        w = net.weight.detach().clone()
+        expected = w if expected is None else 0.9 * expected + 0.1 * w
+    torch.testing.assert_close(callback.network().weight, expected)
+
+
+def test_averaged_weights_selection_and_the_final_epoch_beside_it(pbmc, tmp_path):
+    """EMA + cosine + select silhouette on pbmc68k: every evaluation records both criteria and the live weights'
+    figures; the reported evaluation is the one with the best silhouette (no label involved); metrics.json keeps the
+    final epoch as final_*; the averaged weights give another embedding than the live ones."""
+    config, datamodule = pbmc
+    config = {**config, "weight_averaging": "ema", "lr_schedule": "cosine", "select": "silhouette", "output": str(tmp_path)}
+    outcome = runner.train_one(config, datamodule, seed=5, run_dir=None)
+    history = outcome["history"]
+    assert [h["epoch"] for h in history] == [2, 4, 6, 8]
+    for h in history:
+        assert {"silhouette", "calinski_harabasz", "live_silhouette", "live_ari", "ari"} <= set(h)
+    best = max(history, key=lambda h: h["silhouette"])
+    assert outcome["final"]["epoch"] == best["epoch"] and outcome["last"]["epoch"] == 8
+    assert outcome["final"]["scores"]["ari"] == best["ari"]
+    assert any(h["ari"] != h["live_ari"] for h in history)
+
+    result = runner.run({**config, "run_name": "r"}, log=lambda *_: None)
+    metrics = json.loads((result["run_dir"] / "metrics.json").read_text())
+    assert metrics["selected_by"] == "silhouette" and metrics["final_epoch"] == 8
+    assert metrics["epoch"] == best["epoch"] and metrics["ari"] == pytest.approx(best["ari"])
+    assert metrics["final_ari"] == pytest.approx(history[-1]["ari"])
+
+
+def test_a_resumed_run_reports_the_evaluation_chosen_before_the_interruption(pbmc):
+    """The evaluator keeps the chosen evaluation (its arrays too) in the checkpoint."""
+    from scrcl.train.callbacks import ClusteringEvaluator
+
+    config, datamodule = pbmc
+    first = ClusteringEvaluator(datamodule.batch, datamodule.n_clusters, seed=5, every=2, select="calinski_harabasz")
+    embedding = np.random.default_rng(0).normal(size=(datamodule.n_cells, 4)).astype(np.float32)
+    pred = np.arange(datamodule.n_cells) % 3
+    first.selected = {"epoch": 4, "scores": {"ari": 0.5}, "criterion": 12.0, "internal": {"calinski_harabasz": 12.0},
+                      "embedding": embedding, "pred": pred, "pred_unrefined": pred}
+    second = ClusteringEvaluator(datamodule.batch, datamodule.n_clusters, seed=5, every=2, select="calinski_harabasz")
+    second.load_state_dict(first.state_dict())
+    second.final = {"epoch": 8}
+    assert second.reported()["epoch"] == 4 and second.reported()["criterion"] == 12.0
+    np.testing.assert_array_equal(second.reported()["embedding"], embedding)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIG_DIR / "datasets").glob("*.yaml")))
+def test_published_settings_keep_the_reference_behaviour(name):
+    config = resolve_config(dataset=name)
+    assert (config["lr_schedule"], config["weight_averaging"], config["select"]) == ("constant", "none", "final")

@@ -5,7 +5,8 @@ This table is data. Paths are relative to the data directory (``--data-dir`` > `
 subset); the first source whose files are all present is used, otherwise the first source that can
 be obtained is fetched. A file is obtained by download (its ``urls``, public files at fixed commits, checked
 against ``sha256``) or, for a file the project derived from public originals, rebuilt from those originals
-(its ``build``; ``datamodules/derive.py``). Per-dataset hyperparameters are not here: they live in
+(its ``build``; ``datamodules/derive.py``). ``SCRCL_DATA_MIRROR`` rewrites every URL to a mirror
+(``datamodules/download.py``). Per-dataset hyperparameters are not here: they live in
 ``configs/datasets/<name>.yaml``.
 """
 
@@ -21,6 +22,9 @@ ZENODO_SCMAE = "https://zenodo.org/records/8175767/files"
 DLPFC_S3 = "https://spatial-dlpfc.s3.us-east-2.amazonaws.com/h5"
 HUMANPILOT = f"{GH}/LieberInstitute/HumanPilot/044446d6bd8fc154aa74f7be62ec67effb1ec376/10X"
 SEDR = f"{GH}/JinmiaoChenLab/SEDR_analyses/00084465fa72cfccf54cee0d5b914cdadaee9961/data/DLPFC"
+# The help text of every --data-dir flag (train.py, the benchmarks, python -m datamodules.prefetch).
+DATA_DIR_HELP = ("data directory (default: $SCRCL_DATA_DIR, then ./data); a missing registry file is downloaded "
+                 "there, from $SCRCL_DATA_MIRROR/<host>/<path> instead of https://<host>/<path> when that is set")
 CELL_BLAST_HINT = "Cell BLAST (https://cblast.gao-lab.org/download) or Zenodo 8175767 (X/Y .h5 layout)"
 # the public originals of the derived files, at fixed commits
 BANKSY = f"{GH}/prabhakarlab/Banksy/2276ad331791d3894b055abf3478857dc69f5133/data"

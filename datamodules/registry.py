@@ -26,10 +26,11 @@ SEDR = f"{GH}/JinmiaoChenLab/SEDR_analyses/00084465fa72cfccf54cee0d5b914cdadaee9
 DATA_DIR_HELP = ("data directory (default: $SCRCL_DATA_DIR, then ./data); a missing registry file is downloaded "
                  "there, from $SCRCL_DATA_MIRROR/<host>/<path> instead of https://<host>/<path> when that is set")
 CELL_BLAST_HINT = "Cell BLAST (https://cblast.gao-lab.org/download) or Zenodo 8175767 (X/Y .h5 layout)"
-# the public originals of the derived files, at fixed commits
+# the public originals of the derived files, and the reference outputs, at fixed commits
 BANKSY = f"{GH}/prabhakarlab/Banksy/2276ad331791d3894b055abf3478857dc69f5133/data"
 DRSC = f"{GH}/feiyoung/DR.SC/64d95135ab79e3e42e86e4a2e31724d17bec29d5/data"
 SIMLR = f"{GH}/BatzoglouLabSU/SIMLR/c94b2b1e088caadbca683cc07c4fc700e216a495/data"
+SCRCL_RESULTS = f"{GH}/THPengL/scRCL/6da37870445a391953a3c85970a5ccf53c8e4b9a/results"
 
 
 @dataclass(frozen=True)
@@ -399,6 +400,15 @@ _SPECS: list[DatasetSpec] = [
 
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
 
+# Public files that belong to no dataset's source: the authors' published prediction for DLPFC 151507 and the labels
+# it is scored against (`python evaluate.py --pred ... --labels ... --label-key layer_guess`).
+REFERENCE_FILES: tuple[DataFile, ...] = (
+    _sized("reference_outputs/scRCL/ST/pred_label_dict_151507.mat", f"{SCRCL_RESULTS}/ST/pred_label_dict_151507.mat",
+           "169555373e5386e4d5aca8dbf7492808042f21691a182fb3038b553f11f677c2", 17088),
+    _sedr_metadata("151507"),
+)
+
+
 def _with_inputs(file: DataFile):
     yield file
     if file.build is not None:
@@ -407,10 +417,20 @@ def _with_inputs(file: DataFile):
 
 
 def known_files() -> dict[str, DataFile]:
-    """Every file the registry can place under the data directory, by path: the sources' files and the originals
-    of derived files."""
-    files = [f for spec in _SPECS for s in spec.sources for f in s.files.values()]
+    """Every file the registry can place under the data directory, by path: the sources' files, the originals
+    of derived files and the reference files."""
+    files = [f for spec in _SPECS for s in spec.sources for f in s.files.values()] + list(REFERENCE_FILES)
     return {each.path: each for f in files for each in _with_inputs(f)}
+
+
+def get_file(path: str) -> DataFile:
+    """A registry file by its path under the data directory."""
+    known = known_files()
+    if path not in known:
+        close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UserError(f"no registry file has the path '{path}'{hint}")
+    return known[path]
 
 
 def dataset_names() -> list[str]:

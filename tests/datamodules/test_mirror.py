@@ -1,21 +1,29 @@
-"""SCRCL_DATA_MIRROR: downloads go to ``<mirror>/<host>/<path>`` for ``https://<host>/<path>``; nothing but
-127.0.0.1 and local files are contacted."""
+"""SCRCL_DATA_MIRROR: an empty data directory filled from a mirror of the public sources, served on 127.0.0.1.
+
+The mirror is laid out as the setting expects (``<mirror>/<host>/<path>`` for ``https://<host>/<path>``), made of the
+data directory's own copies of the public files; nothing but 127.0.0.1 is contacted. What the fresh directory
+yields is compared with what the data directory yields.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import threading
+import urllib.parse
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from datamodules.download import fetch, mirrored
 from datamodules.loading import load_dataset
+from datamodules.prefetch import plan
 from scrcl.errors import UserError
-
 
 class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
@@ -49,8 +57,32 @@ def mirror(tmp_path, monkeypatch):
         thread.join(5)
 
 
+def publish(tree: Path, data_dir: Path, files) -> list[str]:
+    """Place the data directory's copy of each public file where the mirror serves it; the request paths."""
+    paths = []
+    for f in files:
+        url = urllib.parse.urlsplit(f.urls[0])
+        target = tree / "public" / url.netloc / url.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(data_dir / f.path, target)
+        paths.append(f"/public/{url.netloc}{url.path}")
+    return paths
+
+
 def files_under(root: Path) -> list[str]:
     return sorted(str(Path(d, f).relative_to(root)) for d, _, names in os.walk(root) for f in names)
+
+
+def assert_same_data(fresh, shared) -> None:
+    a, b = fresh.adata, shared.adata
+    assert a.shape == b.shape
+    assert list(a.obs_names) == list(b.obs_names) and list(a.var_names) == list(b.var_names)
+    pd.testing.assert_frame_equal(a.obs, b.obs)  # the labels (and, for a slice, its grid positions)
+    assert (sp.csr_matrix(a.X) != sp.csr_matrix(b.X)).nnz == 0
+    assert set(a.obsm) == set(b.obsm)
+    for key in b.obsm:
+        np.testing.assert_array_equal(a.obsm[key], b.obsm[key])
+    assert {k: v for k, v in fresh.provenance.items() if k != "files"} == {k: v for k, v in shared.provenance.items() if k != "files"}
 
 
 def test_mirrored_urls(monkeypatch):
@@ -75,6 +107,35 @@ def test_a_directory_mirror_through_file_urls(tmp_path, monkeypatch):
     assert dest.read_bytes() == payload
 
 
+def test_an_empty_data_directory_is_filled_through_the_mirror(tmp_path, data_dir, mirror):
+    """pollen and DLPFC 151673 into an empty directory: each public original requested once from the mirror, the
+    derived files rebuilt, and what the readers and the DataModule make of them equals the data directory's."""
+    from datamodules.datamodule import ScRCLDataModule
+
+    names = ["pollen", "dlpfc_151673"]
+    empty = tmp_path / "data"
+    empty.mkdir()
+    todo = plan(names, empty)
+    assert {f.path for f in todo.missing} == {"derived/Pollen_SIMLR.h5ad", "derived/DLPFC_151673.h5ad"}
+    published = publish(mirror.tree, data_dir, todo.to_download)
+    assert len(published) == 4  # SIMLR's .RData; Banksy's .rda, SEDR's labels, HumanPilot's positions
+
+    for name in names:
+        assert_same_data(load_dataset(name, empty, progress=False), load_dataset(name, data_dir, progress=False))
+    assert sorted(mirror.requests) == sorted(published)  # every download went to the mirror, once
+    assert files_under(empty) == sorted([f.path for f in todo.to_download] + [f.path for f in todo.missing])
+
+    settings = {"input": "scaled", "hvg": 3000, "k": 15, "cache": False, "progress": False}
+    fresh = ScRCLDataModule(dataset="dlpfc_151673", data_dir=empty, **settings)
+    shared = ScRCLDataModule(dataset="dlpfc_151673", data_dir=data_dir, **settings)
+    fresh.setup(), shared.setup()
+    assert (fresh.n_cells, fresh.n_genes, fresh.n_clusters) == (shared.n_cells, shared.n_genes, shared.n_clusters) == (3611, 3000, 7)
+    assert list(fresh.prepared.obs_names) == list(shared.prepared.obs_names)
+    np.testing.assert_array_equal(fresh.batch.x.numpy(), shared.batch.x.numpy())
+    np.testing.assert_array_equal(fresh.batch.y.numpy(), shared.batch.y.numpy())
+    np.testing.assert_array_equal(fresh.batch.coords.numpy(), shared.batch.coords.numpy())
+
+
 def test_a_file_the_mirror_lacks_is_one_line_naming_the_mirror(tmp_path, mirror):
     with pytest.raises(UserError) as err:
         load_dataset("pbmc10x", tmp_path / "data", progress=False)
@@ -82,3 +143,4 @@ def test_a_file_the_mirror_lacks_is_one_line_naming_the_mirror(tmp_path, mirror)
     assert "\n" not in message and "HTTP 404" in message and f"SCRCL_DATA_MIRROR={mirror.base}" in message
     assert f"{mirror.base}/raw.githubusercontent.com/ttgump/scDCC/" in message
     assert files_under(tmp_path / "data") == []
+

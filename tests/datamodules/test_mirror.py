@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 from functools import partial
@@ -22,8 +24,11 @@ import scipy.sparse as sp
 
 from datamodules.download import fetch, mirrored
 from datamodules.loading import load_dataset
-from datamodules.prefetch import plan
+from datamodules.prefetch import plan, read_list
 from scrcl.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
 
 class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
@@ -144,3 +149,21 @@ def test_a_file_the_mirror_lacks_is_one_line_naming_the_mirror(tmp_path, mirror)
     assert f"{mirror.base}/raw.githubusercontent.com/ttgump/scDCC/" in message
     assert files_under(tmp_path / "data") == []
 
+
+@pytest.mark.slow
+def test_make_data_through_the_mirror_then_the_real_data_tests_pass_on_it(tmp_path, data_dir, mirror):
+    """Everything tests/real_data.txt names, published on the mirror; a test run pointed at an empty directory fills
+    it through the mirror first (saying what and how many MB), and the real-data tests pass on what it fetched."""
+    empty = tmp_path / "data"
+    empty.mkdir()
+    publish(mirror.tree, data_dir, plan(read_list(ROOT / "tests/real_data.txt"), empty).to_download)
+    env = {**os.environ, "SCRCL_DATA_DIR": str(empty), "SCRCL_DATA_MIRROR": mirror.base, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/datamodules/test_registry.py",
+         "tests/datamodules/test_derive.py", "tests/datamodules/test_sources.py", "tests/datamodules/test_readers.py",
+         "tests/cli/test_evaluate_cli.py"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert f"real data for the tests: fetching 20 files (28.9 MB) from the mirror {mirror.base} into {empty}" in proc.stdout
+    assert "deselected" not in proc.stdout

@@ -112,7 +112,7 @@ def test_a_directory_mirror_through_file_urls(tmp_path, monkeypatch):
     assert dest.read_bytes() == payload
 
 
-def test_an_empty_data_directory_is_filled_through_the_mirror(tmp_path, data_dir, mirror):
+def test_an_empty_data_directory_is_filled_through_the_mirror(tmp_path, data_dir, mirror, built):
     """pollen and DLPFC 151673 into an empty directory: each public original requested once from the mirror, the
     derived files rebuilt, and what the readers and the DataModule make of them equals the data directory's."""
     from datamodules.datamodule import ScRCLDataModule
@@ -130,10 +130,9 @@ def test_an_empty_data_directory_is_filled_through_the_mirror(tmp_path, data_dir
     assert sorted(mirror.requests) == sorted(published)  # every download went to the mirror, once
     assert files_under(empty) == sorted([f.path for f in todo.to_download] + [f.path for f in todo.missing])
 
-    settings = {"input": "scaled", "hvg": 3000, "k": 15, "cache": False, "progress": False}
-    fresh = ScRCLDataModule(dataset="dlpfc_151673", data_dir=empty, **settings)
-    shared = ScRCLDataModule(dataset="dlpfc_151673", data_dir=data_dir, **settings)
-    fresh.setup(), shared.setup()
+    shared = built("dlpfc_151673")  # the data directory's, with the generic spatial settings (shared by the session)
+    fresh = ScRCLDataModule(dataset="dlpfc_151673", data_dir=empty, cache=False, progress=False, **shared.params)
+    fresh.setup()
     assert (fresh.n_cells, fresh.n_genes, fresh.n_clusters) == (shared.n_cells, shared.n_genes, shared.n_clusters) == (3611, 3000, 7)
     assert list(fresh.prepared.obs_names) == list(shared.prepared.obs_names)
     np.testing.assert_array_equal(fresh.batch.x.numpy(), shared.batch.x.numpy())

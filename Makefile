@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-all clean
+.PHONY: install train data test test-all clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(STAMP)
 # The embedded default: scanpy's bundled PBMC 68k subset (700 cells, works offline).
 train: $(STAMP)
 	$(PY) train.py --dataset pbmc68k $(ARGS)
+
+# Every file the tests read (tests/real_data.txt), fetched into $SCRCL_DATA_DIR or ./data from the public sources
+# (or $SCRCL_DATA_MIRROR), checksum-verified; the tests fetch what is missing themselves, saying what and how many MB.
+data: $(STAMP)
+	$(PY) -m datamodules.prefetch --list tests/real_data.txt
 
 # The default test run (slow tests excluded); `make test-all` runs everything.
 test: $(STAMP)

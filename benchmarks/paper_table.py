@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from datamodules.datamodule import ScRCLDataModule
+from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.eval.metrics import SCORES
@@ -129,7 +130,7 @@ def main(argv=None) -> int:
                         help="other seeds for one dataset, e.g. pbmc10x=5,15,25 (repeatable); its row lists them")
     parser.add_argument("--epochs", type=int, default=None, help="epochs for every dataset (default: each dataset's config)")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every dataset")
-    parser.add_argument("--data-dir", default=None, help="data directory (default: $SCRCL_DATA_DIR, then ./data)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "paper_table", help="where the run directories go")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "RESULTS.md")

@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from datamodules.datamodule import ScRCLDataModule
+from datamodules.registry import DATA_DIR_HELP
 from scrcl.experiments.timing import first_optimizer, timed_epoch
 from scrcl.train.module import build_module
 from scrcl.train.loggers import quiet_libraries
@@ -589,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the timed training runs")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0, help="skip dense beyond this predicted peak; stop any run past it")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None, help="data directory (default: $SCRCL_DATA_DIR, then ./data)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"), help="markdown report (the PNG goes beside it)")
     parser.add_argument("--note", default="", help="a sentence recorded in the report (e.g. about GPUs)")
     parser.add_argument("--keep-work", action="store_true", help="keep the resampled data and caches (printed path)")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.datamodule import ScRCLDataModule
+from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import (
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="published", choices=MODES,
                         help="published per-slice settings, or the generic spatial defaults a user's own file gets")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every slice")
-    parser.add_argument("--data-dir", default=None, help="data directory (default: $SCRCL_DATA_DIR, then ./data)")
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "spatial_table", help="where the run directories go")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--output", type=Path, default=None,

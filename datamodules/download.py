@@ -4,6 +4,10 @@ The file is streamed into a temporary file next to its destination and renamed i
 it is complete and its sha256 matches, so the data directory never holds a partial or corrupt file
 under the real name (a later run would otherwise treat it as a cache hit). Every failure a user can
 fix (no network, a moved URL, a changed file) ends as one :class:`UserError` line.
+
+``SCRCL_DATA_MIRROR`` (a base URL, ``http(s)://`` or ``file://``) sends every download to a mirror instead of the
+public hosts: ``https://HOST/PATH`` is fetched from ``$SCRCL_DATA_MIRROR/HOST/PATH``. The checksums are the same,
+so a mirror can only serve the registered files.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import http.client
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +30,26 @@ from scrcl.errors import UserError
 CHUNK = 1 << 20  # 1 MiB: large enough for throughput, small enough for a smooth progress bar
 # Some hosts reject urllib's default "Python-urllib/x.y" agent; a named one is also more polite.
 USER_AGENT = "scrcl-data-fetch/1 (Python urllib)"
-PLACE_HINT = "or point --data-dir / SCRCL_DATA_DIR at a directory that has it"
+MIRROR_ENV = "SCRCL_DATA_MIRROR"
+PLACE_HINT = f"or point --data-dir / SCRCL_DATA_DIR at a directory that has it, or set {MIRROR_ENV} to a mirror of the public files"
+
+
+def mirror_base() -> str | None:
+    """``$SCRCL_DATA_MIRROR`` without trailing slashes, or None when unset or empty."""
+    base = os.environ.get(MIRROR_ENV, "").strip().rstrip("/")
+    return base or None
+
+
+def mirrored(url: str) -> str:
+    """Where ``url`` is fetched from: ``$SCRCL_DATA_MIRROR/HOST/PATH`` when a mirror is set, else ``url`` itself."""
+    base = mirror_base()
+    if base is None:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return url
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{base}/{parts.netloc}{parts.path}{query}"
 
 
 class _TransferFailed(Exception):
@@ -60,12 +84,13 @@ def fetch(
 
     ``sha256`` (hex) is checked before the file appears under ``dest``; when it is None the computed
     digest is printed to stderr so the registry can be updated. ``timeout`` is per socket operation.
-    Raises :class:`UserError` when no URL gives a good file.
+    Raises :class:`UserError` when no URL gives a good file. With ``SCRCL_DATA_MIRROR`` set, each URL is fetched from
+    the mirror instead (:func:`mirrored`).
     """
     dest = Path(dest)
     if dest.exists():
         return dest
-    urls = [u for u in urls if u]
+    urls = [mirrored(u) for u in urls if u]
     if not urls:
         raise UserError(f"{dest} not found and no download URL is known; place the file there, {PLACE_HINT}")
     try:
@@ -96,8 +121,9 @@ def fetch(
     if mismatch is not None:
         raise UserError(mismatch)
     sources = " or ".join(urls)
+    through = f" (through {MIRROR_ENV}={mirror_base()})" if mirror_base() else ""
     raise UserError(
-        f"{dest} not found and could not be downloaded ({last_reason}); "
+        f"{dest} not found and could not be downloaded{through} ({last_reason}); "
         f"download it from {sources} and place it there, {PLACE_HINT}"
     )
 

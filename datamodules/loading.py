@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from datamodules.download import fetch
+from datamodules.derive import obtain, obtainable
 from datamodules.readers import READERS, sniff_reader, unify_label_vocabulary
 from datamodules.registry import DatasetSpec, Source, get_spec
 from scrcl.errors import UserError
@@ -42,8 +42,7 @@ def _choose_source(spec: DatasetSpec, data_dir: Path) -> Source:
         if all((data_dir / f.path).exists() for f in source.files.values()):
             return source
     for source in spec.sources:
-        missing = [f for f in source.files.values() if not (data_dir / f.path).exists()]
-        if all(f.urls for f in missing):
+        if all(obtainable(data_dir, f) for f in source.files.values()):
             return source
     expected = " or ".join(str(data_dir / next(iter(s.files.values())).path) for s in spec.sources if s.files)
     raise UserError(f"dataset '{spec.name}': no file found (expected {expected}) and none can be downloaded automatically; get it from {spec.hint}")
@@ -59,12 +58,13 @@ class Resolved:
 
 
 def resolve_dataset(name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = True) -> Resolved:
-    """Pick the source (local first, then download) and make sure its files are on disk."""
+    """Pick the source (local first, then download) and make sure its files are on disk (downloaded or rebuilt from
+    their public originals)."""
     spec = get_spec(name)
     root = resolve_data_dir(data_dir)
     source = _choose_source(spec, root)
     try:
-        paths = {role: fetch(root / f.path, f.urls, f.sha256, progress=progress) for role, f in source.files.items()}
+        paths = {role: obtain(root, f, progress=progress) for role, f in source.files.items()}
     except UserError as err:
         others = [str(root / next(iter(s.files.values())).path) for s in spec.sources if s is not source and s.files]
         also = f" (also accepted instead: {', '.join(others)})" if others else ""

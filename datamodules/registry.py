@@ -3,7 +3,10 @@
 This table is data. Paths are relative to the data directory (``--data-dir`` > ``SCRCL_DATA_DIR`` >
 ``./data``). An entry may accept several *sources* (say the full public download and a local gene
 subset); the first source whose files are all present is used, otherwise the first source that can
-be downloaded is fetched. Per-dataset hyperparameters are not here: they live in
+be obtained is fetched. A file is obtained by download (its ``urls``, public files at fixed commits, checked
+against ``sha256``) or, for a file the project derived from public originals, rebuilt from those originals
+(its ``build``; ``datamodules/derive.py``). ``SCRCL_DATA_MIRROR`` rewrites every URL to a mirror
+(``datamodules/download.py``). Per-dataset hyperparameters are not here: they live in
 ``configs/datasets/<name>.yaml``.
 """
 
@@ -19,16 +22,91 @@ ZENODO_SCMAE = "https://zenodo.org/records/8175767/files"
 DLPFC_S3 = "https://spatial-dlpfc.s3.us-east-2.amazonaws.com/h5"
 HUMANPILOT = f"{GH}/LieberInstitute/HumanPilot/044446d6bd8fc154aa74f7be62ec67effb1ec376/10X"
 SEDR = f"{GH}/JinmiaoChenLab/SEDR_analyses/00084465fa72cfccf54cee0d5b914cdadaee9961/data/DLPFC"
+# The help text of every --data-dir flag (train.py, the benchmarks, python -m datamodules.prefetch).
+DATA_DIR_HELP = ("data directory (default: $SCRCL_DATA_DIR, then ./data); a missing registry file is downloaded "
+                 "there, from $SCRCL_DATA_MIRROR/<host>/<path> instead of https://<host>/<path> when that is set")
 CELL_BLAST_HINT = "Cell BLAST (https://cblast.gao-lab.org/download) or Zenodo 8175767 (X/Y .h5 layout)"
+# the public originals of the derived files, and the reference outputs, at fixed commits
+BANKSY = f"{GH}/prabhakarlab/Banksy/2276ad331791d3894b055abf3478857dc69f5133/data"
+DRSC = f"{GH}/feiyoung/DR.SC/64d95135ab79e3e42e86e4a2e31724d17bec29d5/data"
+SIMLR = f"{GH}/BatzoglouLabSU/SIMLR/c94b2b1e088caadbca683cc07c4fc700e216a495/data"
+SCRCL_RESULTS = f"{GH}/THPengL/scRCL/6da37870445a391953a3c85970a5ccf53c8e4b9a/results"
+
+
+@dataclass(frozen=True)
+class Build:
+    """How a derived file is made: a recipe of ``datamodules/derive.py`` over public originals (role -> file)."""
+
+    recipe: str
+    inputs: dict[str, "DataFile"]
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class DataFile:
-    """One file of a source: its path under the data directory and where to download it."""
+    """One file of a source: its path under the data directory and where to download it (or how to build it)."""
 
     path: str
     urls: tuple[str, ...] = ()
-    sha256: str | None = None
+    sha256: str | None = None  # of the file itself: a download or a rebuild must equal it
+    size: int | None = None  # bytes, where known: what downloading it costs (`make data` reports the total)
+    build: Build | None = None  # made from public originals rather than downloaded
+
+
+def _sized(path: str, url: str, sha256: str, size: int) -> DataFile:
+    return DataFile(path, (url,), sha256, size)
+
+
+# HumanPilot's spot positions of every DLPFC slice: sha256, bytes
+_POSITIONS = {
+    "151507": ("5c5be4dcd51c914bad02634f1ed2d96bd0c200ae487e236f644d94ded983efd0", 186265),
+    "151508": ("cf10de46b124381a2cd28dbe3e8bdcfa469ceb5659f26de1039c9a5b9da1a257", 186319),
+    "151509": ("badca077b07d5268bb222e7bfdd0b31d179fa97f51870e28f562ef4f961e8d6a", 186375),
+    "151510": ("1152698bac69bbdc1eaa5e83ef0565492b4709ccf64abe113f7ef266b735edb4", 186399),
+    "151669": ("00147e492d41a3724c413934ef777c94f72f15636933346783fcd3e7903bddb4", 186818),
+    "151670": ("cf1cf68a6efe052f10b86b32c0b7f142d6d4bfcfa107aafa92c56234b08ec25a", 186856),
+    "151671": ("fbf0e0b41bb6d10b0e87accc62fa1e17d5b5e0a7bd9f193173499c6c3f7d46b2", 186921),
+    "151672": ("45e98bc3304158b3ab5a71e6851ccc95cdf723ce7b4e593ba5af9259cb3b66f1", 186985),
+    "151673": ("c1ce0eafc855982bb2a9773f147ce6c5aef68dfd06600caa8a7e7a0e6f7cc5e8", 186583),
+    "151674": ("bc8738299011382ad81a35d81c5bcb1546b17b5c10a5a6411baf9bc1f58acca7", 186575),
+    "151675": ("2c857eeddd96898d5d17bd066ee9f55fb8f0c7c7758cb8c26f71dc95d60024ff", 186612),
+    "151676": ("2b655c9ead1fa5686ef9a49ab8452d56cd849dc1d15779b215e4f9726ebe55c0", 186592),
+}
+# SEDR_analyses' metadata.tsv (the layer_guess scRCL reads), for the slices used here: sha256, bytes
+_SEDR_METADATA = {
+    "151507": ("0198f6d887d9360918a1c4e20bf009c426af31f7f5fa7326e1ca0eb4c15027a2", 1259237),
+    "151510": ("83c0ef6403d1cf5a2659c05cfc912e5d666c1cb21348a4d5159cdeb3da5246cd", 1401611),
+    "151673": ("1e6dcce1a6e0a7dcb8f0178521d3c39873be41bd5a9cdfc061f1b84a436a0d07", 1093371),
+    "151674": ("a6ee7a6de23ff44db6269c399e524a6c6369522bafd1b1d876a67f56e4749af0", 1105552),
+    "151675": ("75db54be0b2af812302d08934df0b5aa8a9d8a87629427fa358350df8dc6d8a7", 1092972),
+}
+
+
+def _positions(sample: str) -> DataFile:
+    return _sized(f"spatial/DLPFC/HumanPilot/10X/{sample}/tissue_positions_list.txt",
+                  f"{HUMANPILOT}/{sample}/tissue_positions_list.txt", *_POSITIONS[sample])
+
+
+def _sedr_metadata(sample: str) -> DataFile:
+    return _sized(f"spatial/DLPFC/SEDR_analyses/{sample}/metadata.tsv", f"{SEDR}/{sample}/metadata.tsv",
+                  *_SEDR_METADATA[sample])
+
+
+def _dlpfc_subset(sample: str, counts: DataFile, layout: str, counts_source: str, sha256: str, size: int) -> DataFile:
+    """derived/DLPFC_<sample>.h5ad: a gene subset's counts from an R file, SEDR's labels and HumanPilot's positions."""
+    provenance = (f"counts: {counts_source}; labels: SEDR_analyses metadata.tsv layer_guess; "
+                  f"positions: LieberInstitute/HumanPilot 10X/{sample}/tissue_positions_list.txt")
+    return DataFile(
+        f"derived/DLPFC_{sample}.h5ad", sha256=sha256, size=size,
+        build=Build("dlpfc_rda", {"counts": counts, "labels": _sedr_metadata(sample), "positions": _positions(sample)},
+                    {"sample": sample, "layout": layout, "provenance": provenance}),
+    )
+
+
+def _banksy(sample: str, sha256: str, size: int, rda_sha256: str, rda_size: int) -> DataFile:
+    rda = _sized(f"spatial/DLPFC/Banksy/dlpfc{sample}.rda", f"{BANKSY}/dlpfc{sample}.rda", rda_sha256, rda_size)
+    return _dlpfc_subset(sample, rda, "banksy", f"prabhakarlab/Banksy@2276ad3 data/dlpfc{sample}.rda (5000 genes)",
+                         sha256, size)
 
 
 @dataclass(frozen=True)
@@ -71,6 +149,10 @@ def _quake(name: str, source_name: str, n_classes: int, zenodo: str | None = Non
     )
 
 
+HUMANPILOT_LAYERS = _sized("spatial/DLPFC/HumanPilot/barcode_level_layer_map.tsv", f"{HUMANPILOT}/barcode_level_layer_map.tsv",
+                           "b5d81f0e61810bb74d8a02495eda8f84e0eb9335211dcdd03513d747036e5ca9", 1372541)
+
+
 def _dlpfc(sample: str, n_classes: int, local: DataFile | None = None, note: str = "") -> DatasetSpec:
     """A DLPFC Visium slice: full download (counts from S3, positions + labels from HumanPilot)."""
     full = Source(
@@ -80,15 +162,8 @@ def _dlpfc(sample: str, n_classes: int, local: DataFile | None = None, note: str
                 f"spatial/DLPFC/{sample}/{sample}_filtered_feature_bc_matrix.h5",
                 (f"{DLPFC_S3}/{sample}_filtered_feature_bc_matrix.h5",),
             ),
-            "positions": DataFile(
-                f"spatial/DLPFC/HumanPilot/10X/{sample}/tissue_positions_list.txt",
-                (f"{HUMANPILOT}/{sample}/tissue_positions_list.txt",),
-            ),
-            "labels": DataFile(
-                "spatial/DLPFC/HumanPilot/barcode_level_layer_map.tsv",
-                (f"{HUMANPILOT}/barcode_level_layer_map.tsv",),
-                "b5d81f0e61810bb74d8a02495eda8f84e0eb9335211dcdd03513d747036e5ca9",
-            ),
+            "positions": _positions(sample),
+            "labels": HUMANPILOT_LAYERS,
         },
         # HumanPilot's map: no header; barcode, sample id, layer.
         options={"label_format": "humanpilot", "sample": sample},
@@ -129,7 +204,15 @@ _SPECS: list[DatasetSpec] = [
     _dlpfc(
         "151510",
         7,
-        DataFile("derived/DLPFC_151510.h5ad", sha256="05e9ce092038f1bd6ed76e987161f68027793c79e9a8c35b14ec9091c3b71e26"),
+        _dlpfc_subset(
+            "151510",
+            _sized("spatial/DLPFC/DR.SC/dlpfc151510.rda", f"{DRSC}/dlpfc151510.rda",
+                   "ea00a1d0ab39724db7454cd364055264061c7a531265fc7bc06b169062f746b4", 1658609),
+            "seurat",
+            "feiyoung/DR.SC data/dlpfc151510.rda (500 genes)",
+            "05e9ce092038f1bd6ed76e987161f68027793c79e9a8c35b14ec9091c3b71e26",
+            2207327,
+        ),
         "local 500-gene subset (DR.SC)",
     ),
     _dlpfc("151669", 5),
@@ -139,19 +222,22 @@ _SPECS: list[DatasetSpec] = [
     _dlpfc(
         "151673",
         7,
-        DataFile("derived/DLPFC_151673.h5ad", sha256="0df83b7441021caecf360ffbe1f2d6a95b96d48254a8e8cedd11c716f385edcc"),
+        _banksy("151673", "0df83b7441021caecf360ffbe1f2d6a95b96d48254a8e8cedd11c716f385edcc", 5718395,
+                "280dad9b0014e9d5f776617584f83868930dec6f53c63853b4e2f6a6d00863c7", 2223630),
         "local 5000-gene subset (Banksy)",
     ),
     _dlpfc(
         "151674",
         7,
-        DataFile("derived/DLPFC_151674.h5ad", sha256="673c75e69ac71f3fc5e0af17f5438dfde19461da769ad6b47820e1faf364133e"),
+        _banksy("151674", "673c75e69ac71f3fc5e0af17f5438dfde19461da769ad6b47820e1faf364133e", 6539882,
+                "fdd630a84aaa6cb7b1cf6f3880e91353071cd8776e034fbed59be8fe55efd565", 2553811),
         "local 5000-gene subset (Banksy)",
     ),
     _dlpfc(
         "151675",
         7,
-        DataFile("derived/DLPFC_151675.h5ad", sha256="f9a16157692271b00a79e820de9fbbeeb87225941d7001c563257632a76256ef"),
+        _banksy("151675", "f9a16157692271b00a79e820de9fbbeeb87225941d7001c563257632a76256ef", 4947374,
+                "a0d02122024d765ca3835f0b6af07ac39fd648089d54a149bf0756f5b2c0cc0a", 1883834),
         "local 5000-gene subset (Banksy)",
     ),
     _dlpfc("151676", 7),
@@ -226,6 +312,7 @@ _SPECS: list[DatasetSpec] = [
                         "scrna/scDCC/10X_PBMC_top2000.h5",
                         (f"{_SCDCC}/10X_PBMC_top2000.h5",),
                         "ec78ead405dfa988d6156c12068b49c0782ca58f5ed52c938d8ba8e8377eb16e",
+                        1486957,
                     )
                 },
             ),
@@ -245,6 +332,7 @@ _SPECS: list[DatasetSpec] = [
                         "scrna/scDCC/mouse_bladder_cell_top2000.h5",
                         (f"{_SCDCC}/mouse_bladder_cell_top2000.h5",),
                         "2a97282cf325a4b2a63c2b818be82c453007f29838c7280f30dadd01be4501ab",
+                        780023,
                     )
                 },
             ),
@@ -265,6 +353,7 @@ _SPECS: list[DatasetSpec] = [
                             f"scrna/scCDCG/Maayan_Mouse_Pancreas_cell_{i}.h5",
                             (f"{_SCCDCG}/Maayan_Mouse_Pancreas_cell_{i}.h5",),
                             sha,
+                            size,
                         )
                     },
                 ),
@@ -273,9 +362,9 @@ _SPECS: list[DatasetSpec] = [
             n_classes=13,
             paper=False,
         )
-        for i, sha in (
-            (1, "95f0502d9b12482f7e8a37191a06a2df1c8bf2822efeca9ae032545605059d8c"),
-            (2, "858717b1144ed01203d8d03f6966d4df5e3726f09e0aacd359c148d6970acb2b"),
+        for i, sha, size in (
+            (1, "95f0502d9b12482f7e8a37191a06a2df1c8bf2822efeca9ae032545605059d8c", 2493972),
+            (2, "858717b1144ed01203d8d03f6966d4df5e3726f09e0aacd359c148d6970acb2b", 3774636),
         )
     ],
     DatasetSpec(
@@ -288,6 +377,15 @@ _SPECS: list[DatasetSpec] = [
                     "data": DataFile(
                         "derived/Pollen_SIMLR.h5ad",
                         sha256="12e6d43c310364d882d160738fc02c5ea262962b08d4e018f94fc454e211cdae",
+                        size=3664424,
+                        build=Build(
+                            "simlr_rdata",
+                            {"data": _sized("scrna/SIMLR/Test_3_Pollen.RData", f"{SIMLR}/Test_3_Pollen.RData",
+                                            "a32594bd8c5db54485fb56c3fd0e25e2f35e97593867d74859f33d4178b1f693", 3918781)},
+                            {"provenance": "BatzoglouLabSU/SIMLR data/Test_3_Pollen.RData (in_X transposed; true_labs); "
+                                           "values are the SIMLR-preprocessed (log-scale) expression, not counts; "
+                                           "gene names not provided"},
+                        ),
                     )
                 },
                 note="converted from SIMLR Test_3_Pollen.RData",
@@ -296,11 +394,43 @@ _SPECS: list[DatasetSpec] = [
         label_key="cell_type1",
         n_classes=11,
         paper=False,
-        hint="derived/Pollen_SIMLR.h5ad (converted from BatzoglouLabSU/SIMLR data/Test_3_Pollen.RData)",
+        hint=f"{SIMLR}/Test_3_Pollen.RData (converted to derived/Pollen_SIMLR.h5ad on download)",
     ),
 ]
 
 REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
+
+# Public files that belong to no dataset's source: the authors' published prediction for DLPFC 151507 and the labels
+# it is scored against (`python evaluate.py --pred ... --labels ... --label-key layer_guess`).
+REFERENCE_FILES: tuple[DataFile, ...] = (
+    _sized("reference_outputs/scRCL/ST/pred_label_dict_151507.mat", f"{SCRCL_RESULTS}/ST/pred_label_dict_151507.mat",
+           "169555373e5386e4d5aca8dbf7492808042f21691a182fb3038b553f11f677c2", 17088),
+    _sedr_metadata("151507"),
+)
+
+
+def _with_inputs(file: DataFile):
+    yield file
+    if file.build is not None:
+        for original in file.build.inputs.values():
+            yield from _with_inputs(original)
+
+
+def known_files() -> dict[str, DataFile]:
+    """Every file the registry can place under the data directory, by path: the sources' files, the originals
+    of derived files and the reference files."""
+    files = [f for spec in _SPECS for s in spec.sources for f in s.files.values()] + list(REFERENCE_FILES)
+    return {each.path: each for f in files for each in _with_inputs(f)}
+
+
+def get_file(path: str) -> DataFile:
+    """A registry file by its path under the data directory."""
+    known = known_files()
+    if path not in known:
+        close = difflib.get_close_matches(path, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UserError(f"no registry file has the path '{path}'{hint}")
+    return known[path]
 
 
 def dataset_names() -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from datamodules.registry import DATA_DIR_HELP
 from scrcl.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # the repository's configs/ (an editable install)
@@ -55,7 +56,7 @@ KEYS: tuple[Key, ...] = (
     Key("data", str, "your own file: .h5ad, X/Y .h5, Cell BLAST data.h5, or a Visium folder"),
     Key("label_key", str, "obs column with annotations (scores only; never used to train)"),
     Key("n_clusters", int, "number of clusters (default: the number of label classes)", low=2),
-    Key("data_dir", str, "data directory (default: $SCRCL_DATA_DIR, then ./data)", bookkeeping=True),
+    Key("data_dir", str, DATA_DIR_HELP, bookkeeping=True),
     Key("task", str, "sc (cell types) or st (spatial domains)", choices=("sc", "st"), method=True),
     # -- the method: preprocessing and graphs
     Key("input", str, "model input: raw counts of the HVGs (the reference, scRNA-seq), log-normalised, or scaled "

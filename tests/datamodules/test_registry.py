@@ -95,3 +95,23 @@ def test_published_configs_state_the_reference_optimizer_and_generic_ones_keep_t
     for name in LOCAL:  # the generic config's own values
         assert resolve_config(dataset=name)["optimizer"] == generic_config(REGISTRY[name].task)["optimizer"]
     assert resolve_config(dataset="lung", overrides={"optimizer": "adamw"})["optimizer"] == "adamw"  # flags still win
+
+
+def test_derived_files_are_rebuilt_from_public_originals_at_fixed_commits():
+    """No derived file is downloaded as such: each names a recipe and its originals, each a GitHub file at a fixed
+    commit with its sha256 and size (what `make data` downloads and reports)."""
+    import re
+
+    from datamodules.derive import RECIPES
+    from datamodules.registry import known_files
+
+    derived = [f for f in known_files().values() if f.path.startswith("derived/")]
+    assert sorted(f.path for f in derived) == [
+        "derived/DLPFC_151510.h5ad", "derived/DLPFC_151673.h5ad", "derived/DLPFC_151674.h5ad",
+        "derived/DLPFC_151675.h5ad", "derived/Pollen_SIMLR.h5ad"]
+    for f in derived:
+        assert f.build is not None and f.build.recipe in RECIPES and f.sha256 and not f.urls, f.path
+        for original in f.build.inputs.values():
+            assert original.build is None and original.sha256 and original.size, original.path
+            assert original.urls and all(
+                re.match(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/[0-9a-f]{40}/", url) for url in original.urls)

@@ -1,6 +1,6 @@
 """Parity with the authors' code: the published settings compute what the reference computes.
 
-The fixtures (``$SCRCL_DATA_DIR/reference_fixtures/*.npz``) hold what the authors' implementation computed on two
+The fixtures (``tests/fixtures/*.npz``, committed with the tests; ``tests/fixtures/README.md``) hold what the authors' implementation computed on two
 small real subsets: the preprocessed input, both graphs, the initial weights, every forward output, each loss term,
 the gradients, the parameters after one Adam step, and the spatial vote. Here the same raw counts go through the
 project's own code paths at the dataset's published settings (``resolve_config`` → DataModule → ``build_module`` →
@@ -11,6 +11,7 @@ number by number. ``test_every_comparison_fails_on_a_perturbed_fixture`` shows t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -19,6 +20,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures"
 # fixture file, the dataset whose published settings it was computed with
 FIXTURES = {
     "sc": ("parity_sc_pbmc10x_400.npz", "lung"),
@@ -37,9 +39,9 @@ OUTPUTS = ("e_m", "e_g", "u", "z_m", "z_g")
 LOSSES = ("hea", "ndc", "cvc", "loss")
 
 
-def load_fixture(data_dir, kind: str) -> dict:
-    path = data_dir / "reference_fixtures" / FIXTURES[kind][0]
-    assert path.is_file(), f"reference fixture {path} is missing from the data directory"
+def load_fixture(kind: str) -> dict:
+    path = FIXTURE_DIR / FIXTURES[kind][0]
+    assert path.is_file(), f"reference fixture {path} is missing (it is committed with the tests)"
     with np.load(path) as npz:
         return {key: npz[key] for key in npz.files}
 
@@ -104,8 +106,8 @@ def compute(fixture: dict, kind: str) -> dict:
 
 
 @pytest.fixture(scope="module", params=sorted(FIXTURES))
-def case(request, data_dir):
-    fixture = load_fixture(data_dir, request.param)
+def case(request):
+    fixture = load_fixture(request.param)
     return request.param, fixture, compute(fixture, request.param)
 
 
@@ -262,3 +264,9 @@ def test_every_comparison_fails_on_a_perturbed_fixture(case):
         if error <= tol:
             still_pass.append(name)
     assert not still_pass, f"{kind}: these comparisons do not notice a perturbed fixture: {still_pass}"
+
+
+def test_fixtures_travel_with_the_tests_and_stay_small():
+    """The fixtures are the only data the repository commits: both present, and the folder under 10 MB."""
+    assert all((FIXTURE_DIR / name).is_file() for name, _ in FIXTURES.values())
+    assert sum(p.stat().st_size for p in FIXTURE_DIR.rglob("*") if p.is_file()) <= 10 * 2**20

@@ -82,7 +82,7 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
         f"- Runs: `{runs_dir}/<dataset>/seed<s>/` (config.yaml, metrics.json, history.csv, result.h5ad)",
-        f"- Mean ± std (population) over seeds {', '.join(map(str, seeds))}"
+        f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
         + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
            if any(r["seeds"] != seeds for r in results) else "")
         + ". Labels only score a finished clustering.",

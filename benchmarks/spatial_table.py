@@ -150,7 +150,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
         f"- Settings: {which}. Runs: `{runs_dir}/{mode}/<slice>/seed<s>/`.",
-        f"- Mean ± std (population) over seeds {', '.join(map(str, seeds))}"
+        f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
         + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
            if any(r["seeds"] != seeds for r in results) else "")
         + ". Labels only score a finished clustering; spots without annotation are dropped before training.",

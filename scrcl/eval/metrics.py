@@ -125,8 +125,22 @@ def clustering_scores(y_true, y_pred) -> dict[str, float]:
     }
 
 
+def interval95(values) -> tuple[float, float] | None:
+    """95% confidence interval of the mean of ``values`` (Student's t over the seeds, scipy's); None below 2 values."""
+    from scipy import stats
+
+    arr = np.asarray(list(values), dtype=float)
+    if arr.size < 2:
+        return None
+    if np.all(arr == arr[0]):
+        return float(arr[0]), float(arr[0])
+    low, high = stats.t.interval(0.95, df=arr.size - 1, loc=arr.mean(), scale=stats.sem(arr))
+    return float(low), float(high)
+
+
 def mean_std_text(values) -> str:
-    """A table cell for scores over seeds: ``mean ± std`` (population std, 4 decimals).
+    """A table cell for scores over seeds: ``mean ± std [95% interval of the mean]`` (population std; the interval
+    from Student's t, :func:`interval95`; 4 decimals).
 
     One value is shown alone (a std over one seed is not a zero spread, it is no spread measured);
     no value gives ``–``."""
@@ -135,7 +149,21 @@ def mean_std_text(values) -> str:
         return "–"
     if arr.size == 1:
         return f"{arr[0]:.4f}"
-    return f"{arr.mean():.4f} ± {arr.std():.4f}"
+    low, high = interval95(arr)
+    return f"{arr.mean():.4f} ± {arr.std():.4f} [{low:.4f}, {high:.4f}]"
+
+
+def paired_difference_text(values, baseline) -> str:
+    """``values − baseline`` paired by seed (two equal-length sequences): the mean difference with its 95% interval
+    (:func:`interval95`), ``within noise`` when the interval contains 0; ``+0.012 (1 seed)`` for one pair."""
+    diffs = np.asarray(list(values), dtype=float) - np.asarray(list(baseline), dtype=float)
+    if diffs.size == 0:
+        return "–"
+    if diffs.size == 1:
+        return f"{diffs[0]:+.3f} (1 seed)"
+    low, high = interval95(diffs)
+    verdict = "within noise" if low <= 0 <= high else "beyond noise"
+    return f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}] ({diffs.size} seeds; {verdict})"
 
 
 INTERNAL = ("silhouette", "calinski_harabasz")  # label-free: how well the embedding separates its own clusters

@@ -14,12 +14,13 @@ import re
 import sys
 from pathlib import Path
 
+from scrcl.eval.metrics import paired_difference_text
 from scrcl.experiments import launcher
 from scrcl.train.config import CONFIG_DIR, parse_seeds
 from scrcl.errors import UserError
 
 DEFAULT_FILE = CONFIG_DIR / "ablations" / "components.yaml"
-DEFAULT_SEEDS = "5,15,25,35,45"
+DEFAULT_SEEDS = "5,15,25"
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -105,14 +106,13 @@ def results_rows(variants: dict[str, dict], trials: list[launcher.Trial]) -> lis
 
 
 def paired_difference(row: dict, full: dict | None, key: str = "ari") -> str:
-    """Mean over shared seeds of (``row``'s score − ``full``'s), as ``+0.012 (3 seeds)``; ``–`` if none shared."""
+    """``row``'s score − ``full``'s over their shared seeds, with its 95% interval and whether it is within noise
+    (``scrcl.eval.metrics.paired_difference_text``); ``–`` if no seed is shared."""
     if full is None or row is full:
         return "–"
     base = {m.get("seed"): m[key] for m in full["metrics"] if key in m}
-    diffs = [m[key] - base[m.get("seed")] for m in row["metrics"] if key in m and m.get("seed") in base]
-    if not diffs:
-        return "–"
-    return f"{sum(diffs) / len(diffs):+.3f} ({len(diffs)} seed{'s' if len(diffs) > 1 else ''})"
+    pairs = [(m[key], base[m.get("seed")]) for m in row["metrics"] if key in m and m.get("seed") in base]
+    return paired_difference_text([a for a, _ in pairs], [b for _, b in pairs]) if pairs else "–"
 
 
 def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: Path, out_dir: Path, command: str,
@@ -128,7 +128,8 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
         f"- Seeds {', '.join(map(str, seeds))}; trials finished: {finished} of {sum(r['trials'] for r in rows)}; "
         f"failed this time: {len(outcome.failed)}; final epoch(s): {', '.join(map(str, epochs)) or '–'}",
         f"- Run directories: `{out_dir}/<variant>-seed<s>/`; W&B group `{out_dir.name}`",
-        "- Final-epoch scores (labels choose nothing; never the oracle_* figures), mean ± population std over seeds.",
+        "- Final-epoch scores (labels choose nothing; never the oracle_* figures), mean ± population std over seeds "
+        "[95% interval of the mean, Student's t].",
         "",
         launcher.markdown_row(head),
         "|" + "---|" * len(head),
@@ -142,7 +143,8 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
         by_seed = ", ".join(f"{m.get('seed', '?')}: {m['ari']:.3f}" for m in r["metrics"] if "ari" in m)
         lines.append(launcher.markdown_row(cells + [by_seed or "–", paired_difference(r, full)]))
     lines += ["", "ARI − full: the mean, over the seeds that both have finished, of the variant's ARI minus the full "
-              "model's ARI on the same seed.", "", "Variants:", ""] + [f"- `{r['variant']}`: {r['spec']['description']}" for r in rows]
+              "model's ARI on the same seed, with its 95% interval (Student's t over the paired differences); "
+              "'within noise' when that interval contains 0.", "", "Variants:", ""] + [f"- `{r['variant']}`: {r['spec']['description']}" for r in rows]
     return "\n".join(lines) + "\n"
 
 

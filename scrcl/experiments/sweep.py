@@ -21,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from scrcl.eval.metrics import paired_difference_text
 from scrcl.experiments import launcher
 from scrcl.train.config import parse_seeds
 from scrcl.errors import UserError
+
+DEFAULT_SEEDS = "5,15,25"  # every setting runs on three seeds unless --seeds says otherwise
 
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 MACROS = {"${env}", "${interpreter}", "${program}", "${args}"}
@@ -266,15 +269,27 @@ def group_rows(trials: list[launcher.Trial]) -> list[dict]:
 
 
 def render_markdown(title: str, rows: list[dict], names: list[str], metric: str, notes: list[str]) -> str:
-    head = [*names, "runs", "genes", *[k.upper() for k in launcher.SCORES]]
+    """One row per setting; the last column is its metric − the best setting's, paired by seed, with its 95% interval:
+    the settings 'within noise' of the best cannot be told from it with these seeds."""
+    head = [*names, "runs", "genes", *[k.upper() for k in launcher.SCORES], f"{metric.upper()} − best, same seeds"]
     lines = [f"# {title}", "", *[f"- {n}" for n in notes], "", launcher.markdown_row(head), "|" + "---|" * len(head)]
+    scored = [r for r in rows if metric in r["scores"]]
+    best = max(scored, key=lambda r: r["scores"][metric][0]) if scored else None
     for row in rows:
         cells = [value_text(row["values"][k]) for k in names]
         cells += [f"{len(row['metrics'])}/{row['trials']}", ", ".join(map(str, row["genes"])) or "–"]
         cells += [(f"**{launcher.mean_std_text(row['scores'], k)}**" if k == metric else launcher.mean_std_text(row["scores"], k))
                   for k in launcher.SCORES]
-        lines.append(launcher.markdown_row(cells))
+        lines.append(launcher.markdown_row(cells + [_versus(row, best, metric)]))
     return "\n".join(lines) + "\n"
+
+
+def _versus(row: dict, best: dict | None, metric: str) -> str:
+    if best is None or row is best:
+        return "best" if row is best else "–"
+    base = {m.get("seed"): m[metric] for m in best["metrics"] if metric in m}
+    pairs = [(m[metric], base[m.get("seed")]) for m in row["metrics"] if metric in m and m.get("seed") in base]
+    return paired_difference_text([a for a, _ in pairs], [b for _, b in pairs]) if pairs else "–"
 
 
 def csv_rows(rows: list[dict], names: list[str]) -> tuple[list[str], list[list]]:
@@ -383,8 +398,9 @@ def write_results(trials: list[launcher.Trial], sweep: dict, *, file: Path, data
         f"Trials: {len(trials)} ({len(rows)} settings × {max(len(seeds), 1)} seed(s){': ' + ', '.join(map(str, seeds)) if seeds else ''}); "
         f"finished: {finished}; failed this time: {len(outcome.failed)}",
         f"Run directories: `{out_dir}/<trial>/`; W&B group `{out_dir.name}`",
-        "Scores of the final epoch (never the oracle_* keys), mean ± population std over seeds; the sweep's metric "
-        f"({metric.upper()}) in bold. `genes`: the number of genes the model took (h is capped at the data's genes).",
+        "Scores of the final epoch (never the oracle_* keys), mean ± population std over seeds [95% interval of the "
+        f"mean, Student's t]; the sweep's metric ({metric.upper()}) in bold; its last column: each setting minus the "
+        "best one on the same seeds, with the interval of the paired differences ('within noise' when it contains 0). `genes`: the number of genes the model took (h is capped at the data's genes).",
         "Labels score every setting: this is a sensitivity analysis, not a way to choose the reported setting.",
     ]
     text = render_markdown(title, rows, names, metric, notes)
@@ -402,6 +418,7 @@ def build_parser() -> launcher.LauncherParser:
                                      epilog="Any other flag (e.g. --epochs 5 --hidden-dim 64) is passed to every trial's train.py.")
     parser.add_argument("file", help="W&B sweep YAML, e.g. configs/sweeps/hvg.yaml")
     launcher.add_launch_arguments(parser)
+    parser.set_defaults(seeds=DEFAULT_SEEDS)  # a difference between settings is read against the seeds' spread
     parser.add_argument("--count", type=int, default=None, help="method random: number of settings (default: run_cap)")
     parser.add_argument("--sample-seed", type=int, default=0, help="method random: seed of the draws")
     return parser

@@ -166,9 +166,22 @@ def test_length_mismatch_and_empty_raise(fn):
 
 
 def test_mean_std_text_shows_one_run_alone_and_nothing_as_a_dash():
+    from scipy import stats
+
     from scrcl.eval.metrics import mean_std_text
 
-    assert mean_std_text([0.5, 0.7]) == "0.6000 ± 0.1000"  # population std
-    assert mean_std_text([0.7, 0.7, 0.7]) == "0.7000 ± 0.0000"  # a measured zero spread stays
+    low, high = stats.t.interval(0.95, 1, loc=0.6, scale=np.std([0.5, 0.7], ddof=1) / np.sqrt(2))
+    assert mean_std_text([0.5, 0.7]) == f"0.6000 ± 0.1000 [{low:.4f}, {high:.4f}]"  # population std; t interval
+    assert (low, high) == pytest.approx((0.6 - 12.7062 * 0.1, 0.6 + 12.7062 * 0.1), abs=1e-4)  # t(0.975, 1) = 12.706
+    assert mean_std_text([0.7, 0.7, 0.7]) == "0.7000 ± 0.0000 [0.7000, 0.7000]"  # a measured zero spread stays
     assert mean_std_text([0.73456]) == "0.7346"  # no spread measured: no "± 0.0000"
     assert mean_std_text(v for v in []) == "–"
+
+
+def test_paired_difference_says_within_noise_when_its_interval_contains_zero():
+    from scrcl.eval.metrics import paired_difference_text
+
+    assert paired_difference_text([0.70, 0.72, 0.71], [0.60, 0.61, 0.62]).endswith("(3 seeds; beyond noise)")
+    text = paired_difference_text([0.70, 0.60, 0.72], [0.65, 0.66, 0.67])
+    assert text.startswith("+0.013 [") and text.endswith("(3 seeds; within noise)")  # (0.05 - 0.06 + 0.05) / 3
+    assert paired_difference_text([0.5], [0.7]) == "-0.200 (1 seed)" and paired_difference_text([], []) == "–"

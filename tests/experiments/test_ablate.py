@@ -71,10 +71,14 @@ def test_variants_times_seeds_and_the_table(tmp_path):
                                 command="test", outcome=outcome)
     ari = np.array([0.605, 0.615, 0.625])
     no_ndc = np.array([0.31, 0.33, 0.35])
-    assert (f"| full | – | 3/3 | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | {ari.mean():.4f} ± {ari.std():.4f} | 0.5000 ± 0.0000 "
-            "| 5: 0.605, 15: 0.615, 25: 0.625 | – |") in text
-    assert (f"| no_ndc | alpha=0 | 3/3 | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | {no_ndc.mean():.4f} ± {no_ndc.std():.4f} "
-            f"| 0.5000 ± 0.0000 | 5: 0.310, 15: 0.330, 25: 0.350 | {(no_ndc - ari).mean():+.3f} (3 seeds) |") in text
+    from scrcl.eval.metrics import mean_std_text, paired_difference_text
+
+    assert (f"| full | – | 3/3 | {mean_std_text([0.7] * 3)} | {mean_std_text([0.6] * 3)} | {mean_std_text(ari)} | "
+            f"{mean_std_text([0.5] * 3)} | 5: 0.605, 15: 0.615, 25: 0.625 | – |") in text
+    assert f"{ari.mean():.4f} ± {ari.std():.4f} [" in text
+    assert (f"| no_ndc | alpha=0 | 3/3 | {mean_std_text([0.7] * 3)} | {mean_std_text([0.6] * 3)} | {mean_std_text(no_ndc)} "
+            f"| {mean_std_text([0.5] * 3)} | 5: 0.310, 15: 0.330, 25: 0.350 | {paired_difference_text(no_ndc, ari)} |") in text
+    assert f"{(no_ndc - ari).mean():+.3f} [" in text and "(3 seeds; beyond noise)" in text
     assert "0.999" not in text  # the fake's oracle_* figures never reach the table
     csv = (tmp_path / "ablation.csv").read_text().splitlines()
     assert csv[0] == "variant,change,runs,trials,acc_mean,acc_std,nmi_mean,nmi_std,ari_mean,ari_std,f1_mean,f1_std"
@@ -163,6 +167,7 @@ def test_the_difference_to_full_pairs_seeds_and_skips_seeds_only_one_side_has():
     row = {"metrics": [{"seed": 15, "ari": 0.60}, {"seed": 25, "ari": 0.10}]}
     assert ablate.paired_difference(row, full) == "-0.200 (1 seed)"  # 15 only: 0.60 - 0.80
     both = {"metrics": [{"seed": 5, "ari": 0.75}, {"seed": 15, "ari": 0.70}]}
-    assert ablate.paired_difference(both, full) == "-0.025 (2 seeds)"  # (0.05 - 0.10) / 2
+    assert ablate.paired_difference(both, full).startswith("-0.025 [")  # (0.05 - 0.10) / 2
+    assert ablate.paired_difference(both, full).endswith("(2 seeds; within noise)")
     assert ablate.paired_difference({"metrics": [{"seed": 25, "ari": 0.1}]}, full) == "–"
     assert ablate.paired_difference(full, full) == "–" and ablate.paired_difference(row, None) == "–"

@@ -152,7 +152,9 @@ def test_seeds_repeat_every_setting_and_pool_in_the_table(tmp_path):
     assert mean == pytest.approx(np.mean([0.05 + 0.005, 0.05 + 0.015])) and std == pytest.approx(0.005)
     text, figure = sweep.write_results(trials, spec, file=SWEEPS / "hvg.yaml", dataset="pbmc10x", out_dir=tmp_path,
                                        command="test", outcome=outcome)
-    assert "| 500 | 2/2 | 500 | 0.0600 ± 0.0050 |" in text and "0.999" not in text  # never the oracle figures
+    assert "| 500 | 2/2 | 500 | 0.0600 ± 0.0050 [" in text and "0.999" not in text  # never the oracle figures
+    # the sweep's metric (ARI) is 0.4 everywhere: the first setting is "best", every other one is +0.000 within noise
+    assert text.count("| best |") == 1 and text.count("+0.000 [+0.000, +0.000] (2 seeds; within noise)") == 4
     assert figure == tmp_path / "sweep.png" and figure.stat().st_size > 10_000
     csv = (tmp_path / "sweep.csv").read_text().splitlines()
     assert csv[0].startswith("hvg,runs,trials,genes,acc_mean,acc_std") and len(csv) == 6
@@ -177,10 +179,10 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
                "--gpus", "0,1", "--output", out)
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if "-m scrcl.train" in line]
-    assert len(commands) == 6
-    for k, line in zip((5, 10, 15, 20, 25, 30), commands):
-        assert f"--dataset=pbmc10x --k={k} --epochs 5 --hidden-dim 64 --output={out} --run-name=k={k}" in line
-    assert "6 to run on GPU 0, GPU 1" in proc.stdout
+    assert len(commands) == 18  # three seeds per setting unless --seeds says otherwise
+    for (k, seed), line in zip([(k, s) for k in (5, 10, 15, 20, 25, 30) for s in (5, 15, 25)], commands):
+        assert f"--dataset=pbmc10x --k={k} --seed={seed} --epochs 5 --hidden-dim 64 --output={out} --run-name=k={k}_seed={seed}" in line
+    assert "18 to run on GPU 0, GPU 1" in proc.stdout
     assert not out.exists()
 
 
@@ -382,24 +384,24 @@ def test_a_trial_left_half_way_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_one_failed_trial_is_reported_and_the_exit_status_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(launcher, "execute", fake_train(fail={"k=10"}))
-    code = sweep.main([str(SWEEPS / "k.yaml"), "--epochs", "2", "--workers", "2", "--output", str(tmp_path)])
+    monkeypatch.setattr(launcher, "execute", fake_train(fail={"k=10_seed=5"}))
+    code = sweep.main([str(SWEEPS / "k.yaml"), "--seeds", "5", "--epochs", "2", "--workers", "2", "--output", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1
-    assert "k=10: FAILED (exit 1)" in out and "RuntimeError: CUDA out of memory" in out
-    assert f"failed: k=10 (exit 1); log {tmp_path / 'logs' / 'k=10.log'}" in out
+    assert "k=10_seed=5: FAILED (exit 1)" in out and "RuntimeError: CUDA out of memory" in out
+    assert f"failed: k=10_seed=5 (exit 1); log {tmp_path / 'logs' / 'k=10_seed=5.log'}" in out
     assert "5 ran, 0 skipped (finished before), 1 failed" in out
-    assert (tmp_path / "logs" / "k=10.log").exists()
+    assert (tmp_path / "logs" / "k=10_seed=5.log").exists()
     table = (tmp_path / "sweep.md").read_text()
     assert "| 10 | 0/1 | – | – |" in table and "| 5 | 1/1 |" in table
     monkeypatch.setattr(launcher, "execute", fake_train())  # the same command again runs only the failed trial
-    assert sweep.main([str(SWEEPS / "k.yaml"), "--epochs", "2", "--workers", "2", "--output", str(tmp_path)]) == 0
+    assert sweep.main([str(SWEEPS / "k.yaml"), "--seeds", "5", "--epochs", "2", "--workers", "2", "--output", str(tmp_path)]) == 0
     assert "1 ran, 5 skipped (finished before), 0 failed" in capsys.readouterr().out
 
 
 def test_report_tabulates_the_finished_trials_and_runs_nothing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(launcher, "execute", fake_train(fail={"k=10", "k=15"}))
-    args = [str(SWEEPS / "k.yaml"), "--epochs", "2", "--workers", "2", "--output", str(tmp_path)]
+    monkeypatch.setattr(launcher, "execute", fake_train(fail={"k=10_seed=5", "k=15_seed=5"}))
+    args = [str(SWEEPS / "k.yaml"), "--seeds", "5", "--epochs", "2", "--workers", "2", "--output", str(tmp_path)]
     assert sweep.main(args) == 1
     capsys.readouterr()
     (tmp_path / "sweep.md").unlink()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from functools import partial
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import scipy.sparse as sp
 from datamodules.readers import unify_label_vocabulary
 from scrcl.eval.clustering import refine_spatial
 from scrcl.eval.metrics import clustering_scores
+from tests.cli.test_analyses import in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SCORES = ("acc", "nmi", "ari", "f1")
@@ -275,13 +277,15 @@ def test_spatial_table_generic_runs_the_file_without_the_slice_settings(tmp_path
     assert _row(text, "dlpfc_151673", "scRCL (final epoch)")[5] == f"{metrics['ari']:.4f}"
 
 
-def test_spatial_table_bad_input_is_one_line(tmp_path, data_dir):
+def test_spatial_table_bad_input_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "SPATIAL.md"
     for args, fragment in ((["--datasets", "no_such_set"], "unknown dataset"), (["--datasets", "pbmc68k"], "not a spatial dataset"),
                            (["--config", "mine"], "invalid choice"), (["--seeds", "a,b"], "seeds must be integers"),
                            (["--set", "radius"], "key=value"), (["--datasets", "dlpfc_151673", "--set", "no_such_key=1"], "unknown config key"),
                            (["--datasets", "dlpfc_151673", "--seeds-for", "dlpfc_151674=5"], "not among the table's slices"),
                            (["--datasets", "dlpfc_151673", "--seeds-for", "dlpfc_151673"], "NAME=SEEDS")):
-        proc = script("benchmarks/spatial_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", cwd=tmp_path, data_dir=data_dir)
+        run = script if fragment == "unknown dataset" else partial(in_process, capsys=capsys, monkeypatch=monkeypatch)
+        proc = run("benchmarks/spatial_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", data_dir=data_dir,
+                   **({"cwd": tmp_path} if run is script else {}))
         one_line_error(proc, fragment)
     assert not out.exists()

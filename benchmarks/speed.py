@@ -25,11 +25,11 @@ from pathlib import Path
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import code_version, machine, parse_sets
-from scrcl.experiments.timing import clock, first_optimizer, timed_epoch
+from scrcl.experiments.timing import clock, first_optimizer, saved_for_backward_bytes, timed_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("| date | dataset | cells | d | device | precision | threads | epoch s | encoders s | objective s | optimiser s "
-          "| evaluation s | Trainer s/epoch | Lightning overhead s | code | machine |")
+          "| evaluation s | Trainer s/epoch | Lightning overhead s | saved for backward, KB/cell | code | machine |")
 
 
 def measure(args) -> dict:
@@ -73,6 +73,8 @@ def measure(args) -> dict:
         kmeans(embedding, datamodule.n_clusters, seed=args.seed)
         evaluations.append(clock(device) - t0)
     evaluation_s = statistics.median(evaluations)
+    saved = saved_for_backward_bytes(module, batch, low)
+    gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     outcome = runner.train_one(config, datamodule, args.seed, run_dir=None)
     trainer_epoch_s = (outcome["train_seconds"] - evaluation_s) / epochs
     return {
@@ -81,6 +83,7 @@ def measure(args) -> dict:
         "threads": torch.get_num_threads(), "setup_s": setup_s, "epoch_s": step["total_s"], "encoders_s": step["encoders_s"],
         "objective_s": step["losses_s"], "optimiser_s": step["optimiser_s"], "evaluation_s": evaluation_s,
         "trainer_epoch_s": trainer_epoch_s, "lightning_overhead_s": trainer_epoch_s - step["total_s"],
+        "saved_mb": saved / 2**20, "saved_kb_per_cell": saved / 1024 / datamodule.n_cells, "gpu_peak_mb": gpu_peak,
         "epochs_timed": args.epochs, "code": code_version(ROOT), "machine": machine(),
     }
 
@@ -88,7 +91,8 @@ def measure(args) -> dict:
 def row(r: dict) -> str:
     cells = [r["date"], r["dataset"], str(r["n_cells"]), str(r["hidden_dim"]), r["device"], r["precision"], str(r["threads"]),
              *(f"{r[k]:.4f}" for k in ("epoch_s", "encoders_s", "objective_s", "optimiser_s", "evaluation_s",
-                                       "trainer_epoch_s", "lightning_overhead_s")), r["code"], r["machine"]]
+                                       "trainer_epoch_s", "lightning_overhead_s")), f"{r['saved_kb_per_cell']:.1f}",
+             r["code"], r["machine"]]
     return "| " + " | ".join(cells) + " |"
 
 

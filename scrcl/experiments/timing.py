@@ -57,3 +57,31 @@ def timed_epoch(module, optimizer, batch, device, autocast_dtype=None) -> dict:
         "optimiser_s": t4 - t3,
         "loss": float(terms["loss"].detach()),
     }
+
+
+def saved_for_backward_bytes(module, batch, autocast_dtype=None) -> int:
+    """Bytes the autograd graph of one training step holds for its backward pass (each storage counted once, the
+    weights and the constant graphs not): the activation memory that grows with the number of cells. Counted with
+    torch's ``saved_tensors_hooks``; under activation checkpointing (``recompute``) what the checkpointed views
+    recompute is not held, and is not counted."""
+    import contextlib
+
+    import torch
+
+    seen: dict = {}
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+
+    def pack(tensor):
+        if tensor.layout == torch.strided and tensor.untyped_storage().data_ptr() not in weights:
+            storage = tensor.untyped_storage()
+            seen[(storage.data_ptr(), tensor.device)] = storage.nbytes()
+        return tensor
+
+    device = next(module.parameters()).device
+    cast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), cast:
+        out = module.model(batch)
+        terms = module.objective(out, batch.cell_graph)
+    terms["loss"].backward()
+    module.zero_grad(set_to_none=True)
+    return sum(seen.values())

@@ -25,8 +25,9 @@ class ScRCL(nn.Module):
 
     def __init__(self, n_cells: int, n_genes: int, gene_dim: int, hidden_dim: int = 1500, dropout: float = 0.3, views: str = "both",
                  mlp_activation: str = "relu", mlp_dropout: bool = False, gene_input: str = "smoothed",
-                 gene_activation: str = "relu"):
+                 gene_activation: str = "relu", recompute: bool = False):
         super().__init__()
+        self.recompute = recompute  # training: the views' activations are recomputed in the backward pass
         first, second = {"both": ("mlp", "gnn"), "mlp": ("mlp", "mlp"), "gnn": ("gnn", "gnn")}[views]
         mlp = {"activation": mlp_activation, "input_dropout": mlp_dropout}
         self.view_m = VIEWS[first](n_genes, hidden_dim, dropout, **(mlp if first == "mlp" else {}))
@@ -40,8 +41,8 @@ class ScRCL(nn.Module):
 
         Returns e_m, e_g (N, d) row-normalised view embeddings Ēᵐ, Ēᵍ; u (h, c'); z_m, z_g (N, c').
         """
-        e_m = self.view_m(batch.x_mlp, batch.cell_filter)
-        e_g = self.view_g(batch.x_gnn, batch.cell_filter)
+        e_m = self._view(self.view_m, batch.x_mlp, batch.cell_filter)
+        e_g = self._view(self.view_g, batch.x_gnn, batch.cell_filter)
         u = self.gene_network(batch[self.gene_input], batch.gene_filter)  # the reference: the MLP view's input F^t1 X
         return {
             "e_m": F.normalize(e_m, dim=1),
@@ -50,6 +51,16 @@ class ScRCL(nn.Module):
             "z_m": self.refinement(e_m, u),
             "z_g": self.refinement(e_g, u),
         }
+
+    def _view(self, view: nn.Module, x: Tensor, cell_filter: Tensor) -> Tensor:
+        """One view's embedding. With ``recompute`` (training only) torch's activation checkpointing keeps only the
+        view's input and output for the backward pass and runs its forward again there, with the same dropout masks
+        (the random state is saved and restored): the same gradients for about a view's forward of extra time."""
+        if self.recompute and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(view, x, cell_filter, use_reentrant=False)
+        return view(x, cell_filter)
 
     @staticmethod
     def embedding(out: dict[str, Tensor], refine: bool = True) -> Tensor:

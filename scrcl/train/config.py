@@ -128,6 +128,8 @@ KEYS: tuple[Key, ...] = (
     Key("devices", int, "devices for the run: 1 (a run is one full-graph batch; several GPUs run several trials: "
         "python -m scrcl.experiments.sweep / ablate --gpus)", default=1, low=1, high=1, bookkeeping=True),
     Key("precision", str, "32-true | bf16-mixed | 16-mixed", default="32-true"),
+    Key("recompute", bool, "recompute the two views' forward pass during the backward pass (torch's activation "
+        "checkpointing): less memory per cell, the same gradients, a little more time", default=False),
     Key("deterministic", bool, "torch's deterministic kernels (on a GPU an op without one warns); false lets the GPU "
         "pick faster, non-deterministic ones", default=True),
     Key("logger", str, "wandb (offline unless WANDB_MODE says otherwise) | csv | none; a CSV log is always written",

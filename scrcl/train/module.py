@@ -63,7 +63,7 @@ def build_module(config: dict, n_cells: int, n_genes: int, n_clusters: int) -> S
     network = ScRCL(n_cells, n_genes, config.get("gene_dim") or n_clusters, config["hidden_dim"], config["dropout"],
                     config.get("views", "both"), mlp_activation=config.get("mlp_activation", "relu"),
                     mlp_dropout=config.get("mlp_dropout", False), gene_input=config.get("gene_input", "smoothed"),
-                    gene_activation=config.get("gene_activation", "relu"))
+                    gene_activation=config.get("gene_activation", "relu"), recompute=config.get("recompute", False))
     objective = Objective(alpha=config["alpha"], beta=config["beta"], tau=config["tau"], hea_weight=config["hea_weight"],
                           impl=config["loss_impl"])
     return ScRCLModule(network, objective, lr=config["lr"], weight_decay=config["weight_decay"],

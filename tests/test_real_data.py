@@ -26,7 +26,8 @@ def closed_port() -> int:
 
 
 def pytest_run(tmp_path, **environ) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SCRCL_DATA")}
+    # CI only where a test sets it: under CI=true pytest repeats each failure's text in its summary
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SCRCL_DATA") and key != "CI"}
     env.update({"OMP_NUM_THREADS": "1", **environ})
     return subprocess.run([sys.executable, "-m", "pytest", "-q", SUBJECT], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)

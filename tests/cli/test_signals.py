@@ -34,10 +34,11 @@ def start(tmp_path, data_dir, name, *extra, **environ) -> subprocess.Popen:
 
 
 def signal_when(proc: subprocess.Popen, signum: int, line_part: str | None) -> tuple[int, str]:
-    """Send ``signum`` once a line containing ``line_part`` was printed (None: after 2 s, during start-up)."""
+    """Send ``signum`` once a line containing ``line_part`` was printed (None: after 1 s, during start-up: the imports
+    of torch, Lightning and scanpy alone take longer; at 2 s a quiet machine had already started training)."""
     out = ""
     if line_part is None:
-        time.sleep(2)
+        time.sleep(1)
     else:
         for line in proc.stdout:
             out += line

@@ -31,7 +31,7 @@ from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.eval.metrics import SCORES
 from scrcl.experiments.tables import (
     BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, local_datasets, machine, method_rows, oracle_section, parse_seeds_for, parse_sets,
-    pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, table_row,
+    pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds
 from scrcl.train.loggers import quiet_libraries
@@ -81,7 +81,7 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         f"- Date: {started}; machine: {machine()}",
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
-        f"- Runs: `{runs_dir}/<dataset>/seed<s>/` (config.yaml, metrics.json, history.csv, result.h5ad)",
+        f"- Runs: `{shown_path(runs_dir)}/<dataset>/seed<s>/` (config.yaml, metrics.json, history.csv, result.h5ad)",
         f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
         + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
            if any(r["seeds"] != seeds for r in results) else "")

@@ -37,7 +37,7 @@ from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import (
     BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, TABLE_RUN_SETTINGS, leiden_with_k, local_datasets, machine, method_rows, oracle_section,
-    parse_seeds_for, parse_sets, pca_kmeans, scrcl_run, settings_section, table_row,
+    parse_seeds_for, parse_sets, pca_kmeans, scrcl_run, settings_section, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
 from scrcl.train.loggers import quiet_libraries
@@ -149,7 +149,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         f"- Date: {started}; machine: {machine()}",
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
-        f"- Settings: {which}. Runs: `{runs_dir}/{mode}/<slice>/seed<s>/`.",
+        f"- Settings: {which}. Runs: `{shown_path(runs_dir)}/{mode}/<slice>/seed<s>/`.",
         f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
         + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
            if any(r["seeds"] != seeds for r in results) else "")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from scrcl.eval.metrics import paired_difference_text
 from scrcl.experiments import launcher
+from scrcl.experiments.tables import shown_path
 from scrcl.train.config import CONFIG_DIR, parse_seeds
 from scrcl.errors import UserError
 
@@ -124,10 +125,10 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
     lines = [
         f"# Ablations on {dataset}",
         "",
-        f"- Command: `{command}`; variants from `{file}`",
+        f"- Command: `{command}`; variants from `{shown_path(file)}`",
         f"- Seeds {', '.join(map(str, seeds))}; trials finished: {finished} of {sum(r['trials'] for r in rows)}; "
         f"failed this time: {len(outcome.failed)}; final epoch(s): {', '.join(map(str, epochs)) or '–'}",
-        f"- Run directories: `{out_dir}/<variant>-seed<s>/`; W&B group `{out_dir.name}`",
+        f"- Run directories: `{shown_path(out_dir)}/<variant>-seed<s>/`; W&B group `{out_dir.name}`",
         "- Final-epoch scores (labels choose nothing; never the oracle_* figures), mean ± population std over seeds "
         "[95% interval of the mean, Student's t].",
         "",

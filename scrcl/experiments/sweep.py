@@ -23,6 +23,7 @@ import numpy as np
 
 from scrcl.eval.metrics import paired_difference_text
 from scrcl.experiments import launcher
+from scrcl.experiments.tables import shown_path
 from scrcl.train.config import parse_seeds
 from scrcl.errors import UserError
 
@@ -394,10 +395,10 @@ def write_results(trials: list[launcher.Trial], sweep: dict, *, file: Path, data
     finished = sum(len(r["metrics"]) for r in rows)
     title = f"Sweep {file.stem} on {dataset}"
     notes = [
-        f"File: `{file}` (method {sweep['method']}); command: `{command}`",
+        f"File: `{shown_path(file)}` (method {sweep['method']}); command: `{command}`",
         f"Trials: {len(trials)} ({len(rows)} settings × {max(len(seeds), 1)} seed(s){': ' + ', '.join(map(str, seeds)) if seeds else ''}); "
         f"finished: {finished}; failed this time: {len(outcome.failed)}",
-        f"Run directories: `{out_dir}/<trial>/`; W&B group `{out_dir.name}`",
+        f"Run directories: `{shown_path(out_dir)}/<trial>/`; W&B group `{out_dir.name}`",
         "Scores of the final epoch (never the oracle_* keys), mean ± population std over seeds [95% interval of the "
         f"mean, Student's t]; the sweep's metric ({metric.upper()}) in bold; its last column: each setting minus the "
         "best one on the same seeds, with the interval of the paired differences ('within noise' when it contains 0). `genes`: the number of genes the model took (h is capped at the data's genes).",

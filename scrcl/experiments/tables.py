@@ -206,6 +206,16 @@ def code_version(root: Path) -> str:
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
+def shown_path(path) -> str:
+    """A path as a results file shows it: relative to the working directory when inside it (a table travels with the
+    repository; the machine it was made on is named once, in the header), else as given."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def table_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 

@@ -27,10 +27,16 @@ def env(tmp_path, data_dir, **extra) -> dict:
             "WANDB_MODE": "disabled", "MPLBACKEND": "Agg", **extra}
 
 
+def _interruptible():
+    """In the child: SIGINT as a terminal gives it. A test run started in the background of a non-interactive shell
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt (by design: Ctrl-C is not for that job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(tmp_path, data_dir, name, *extra, **environ) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *ARGS, "--output", str(tmp_path / "runs"),
                              "--run-name", name, *extra], cwd=ROOT, env=env(tmp_path, data_dir, **environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_interruptible)
 
 
 def signal_when(proc: subprocess.Popen, signum: int, line_part: str | None) -> tuple[int, str]:

@@ -28,8 +28,12 @@ class TrainingDiverged(UserError):
                    "or check the input for extreme values")
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):
     """Training was stopped by a signal: SIGTERM (``kill``, ``docker stop``, a batch system's pre-emption) or Ctrl-C.
+
+    A ``BaseException``, as ``KeyboardInterrupt``: the SIGTERM handler raises it wherever the program is, and during
+    start-up that is often inside a library's import guarded by ``except Exception``, which would swallow it (the
+    run then went on and ended with exit 0).
 
     The first signal ends training at the end of the current epoch, with a checkpoint of it; ``epoch`` is that
     epoch (None: no epoch had finished, or the signal came before training). ``exit_code`` is the shell's

@@ -14,7 +14,6 @@ import re
 import sys
 from pathlib import Path
 
-from scrcl.eval.metrics import paired_difference_text
 from scrcl.experiments import launcher
 from scrcl.experiments.tables import shown_path
 from scrcl.train.config import CONFIG_DIR, parse_seeds
@@ -108,12 +107,10 @@ def results_rows(variants: dict[str, dict], trials: list[launcher.Trial]) -> lis
 
 def paired_difference(row: dict, full: dict | None, key: str = "ari") -> str:
     """``row``'s score − ``full``'s over their shared seeds, with its 95% interval and whether it is within noise
-    (``scrcl.eval.metrics.paired_difference_text``); ``–`` if no seed is shared."""
+    (``launcher.paired_by_seed``); ``–`` if no seed is shared."""
     if full is None or row is full:
         return "–"
-    base = {m.get("seed"): m[key] for m in full["metrics"] if key in m}
-    pairs = [(m[key], base[m.get("seed")]) for m in row["metrics"] if key in m and m.get("seed") in base]
-    return paired_difference_text([a for a, _ in pairs], [b for _, b in pairs]) if pairs else "–"
+    return launcher.paired_by_seed(row["metrics"], full["metrics"], key)
 
 
 def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: Path, out_dir: Path, command: str,

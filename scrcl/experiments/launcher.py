@@ -38,7 +38,7 @@ import yaml
 from scrcl.train import rundir
 from scrcl.train.config import bookkeeping_keys, key as config_key, resolve_config, run_defaults
 from scrcl.errors import UserError, run_entry
-from scrcl.eval.metrics import SCORES, mean_std_text as _cell_text
+from scrcl.eval.metrics import SCORES, mean_std_text as _cell_text, paired_difference_text
 
 DEFAULT_DATASET = "pbmc68k"  # train.py's own default when neither --dataset nor --data is given
 # train.py flags the launcher sets itself, per trial.
@@ -430,6 +430,15 @@ def score_summary(metrics: Sequence[dict]) -> dict:
 def mean_std_text(summary: dict, key: str) -> str:
     """The table cell of ``summary[key]`` (``scrcl.eval.metrics.mean_std_text``: one run alone, ``–`` without any)."""
     return _cell_text(summary[key][2] if key in summary else ())
+
+
+def paired_by_seed(row_metrics: Sequence[dict], base_metrics: Sequence[dict], key: str) -> str:
+    """``key`` of one row's runs − the same seed's run of another row, over the seeds both have finished: the mean
+    difference with its 95% interval and whether it is within noise (``scrcl.eval.metrics.paired_difference_text``);
+    ``–`` when no seed is shared. The ablation table's "− full" and the sweep table's "− best"."""
+    base = {m.get("seed"): m[key] for m in base_metrics if key in m}
+    pairs = [(m[key], base[m.get("seed")]) for m in row_metrics if key in m and m.get("seed") in base]
+    return paired_difference_text([a for a, _ in pairs], [b for _, b in pairs]) if pairs else "–"
 
 
 def markdown_row(cells: Sequence) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from scrcl.eval.metrics import paired_difference_text
 from scrcl.experiments import launcher
 from scrcl.experiments.tables import shown_path
 from scrcl.train.config import parse_seeds
@@ -288,9 +287,7 @@ def render_markdown(title: str, rows: list[dict], names: list[str], metric: str,
 def _versus(row: dict, best: dict | None, metric: str) -> str:
     if best is None or row is best:
         return "best" if row is best else "–"
-    base = {m.get("seed"): m[metric] for m in best["metrics"] if metric in m}
-    pairs = [(m[metric], base[m.get("seed")]) for m in row["metrics"] if metric in m and m.get("seed") in base]
-    return paired_difference_text([a for a, _ in pairs], [b for _, b in pairs]) if pairs else "–"
+    return launcher.paired_by_seed(row["metrics"], best["metrics"], metric)
 
 
 def csv_rows(rows: list[dict], names: list[str]) -> tuple[list[str], list[list]]:

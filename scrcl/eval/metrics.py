@@ -178,7 +178,8 @@ def internal_scores(embedding: np.ndarray, labels: np.ndarray, seed: int = 0) ->
 
     x = np.asarray(embedding, dtype=np.float64)
     labels = np.asarray(labels)
-    if np.unique(labels).size < 2 or np.unique(labels).size >= len(labels):
+    n_clusters = np.unique(labels).size
+    if n_clusters < 2 or n_clusters >= len(labels):  # both scores are defined for 2 .. N-1 clusters
         return {name: float("nan") for name in INTERNAL}
     sample = SILHOUETTE_SAMPLE if len(labels) > SILHOUETTE_SAMPLE else None
     return {

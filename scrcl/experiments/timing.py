@@ -23,6 +23,15 @@ def first_optimizer(configured):
     return configured
 
 
+def _autocast(device, dtype):
+    """torch's autocast on ``device`` in ``dtype``, as ``--precision bf16-mixed`` runs the forward pass; none for None."""
+    import contextlib
+
+    import torch
+
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def timed_epoch(module, optimizer, batch, device, autocast_dtype=None) -> dict:
     """One full-graph training step (= one epoch), as ``training_step`` + the optimiser, split in three.
 
@@ -30,13 +39,8 @@ def timed_epoch(module, optimizer, batch, device, autocast_dtype=None) -> dict:
     autograd runs the objective's nodes, created last, before any encoder node. ``autocast_dtype`` (e.g.
     ``torch.bfloat16``) runs the forward pass under autocast, as ``--precision bf16-mixed`` does.
     """
-    import contextlib
-
-    import torch
-
-    cast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     t0 = clock(device)
-    with cast:
+    with _autocast(device, autocast_dtype):
         out = module.model(batch)
         t1 = clock(device)
         terms = module.objective(out, batch.cell_graph)
@@ -64,8 +68,6 @@ def saved_for_backward_bytes(module, batch, autocast_dtype=None) -> int:
     weights and the constant graphs not): the activation memory that grows with the number of cells. Counted with
     torch's ``saved_tensors_hooks``; under activation checkpointing (``recompute``) what the checkpointed views
     recompute is not held, and is not counted."""
-    import contextlib
-
     import torch
 
     seen: dict = {}
@@ -78,8 +80,7 @@ def saved_for_backward_bytes(module, batch, autocast_dtype=None) -> int:
         return tensor
 
     device = next(module.parameters()).device
-    cast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), cast:
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), _autocast(device, autocast_dtype):
         out = module.model(batch)
         terms = module.objective(out, batch.cell_graph)
     terms["loss"].backward()

@@ -20,7 +20,7 @@ import torch
 
 from scrcl.eval.clustering import kmeans, refine_spatial
 from scrcl.errors import Interrupted, TrainingDiverged
-from scrcl.eval.metrics import INTERNAL, SCORES, clustering_scores, internal_scores
+from scrcl.eval.metrics import SCORES, clustering_scores, internal_scores
 from scrcl.train.results import final_line
 
 

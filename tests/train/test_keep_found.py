@@ -10,7 +10,6 @@ import pytest
 import torch
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
-from datamodules.datamodule import ScRCLDataModule
 from scrcl.eval.metrics import internal_scores
 from scrcl.train import run as runner
 from scrcl.train.callbacks import AveragedWeights
@@ -18,14 +17,6 @@ from scrcl.train.config import CONFIG_DIR, resolve_config
 from scrcl.train.module import build_module
 
 FAST = {"hidden_dim": 32, "epochs": 8, "eval_every": 2, "logger": "none", "progress": False, "lr": 1e-3, "umap": False}
-
-
-@pytest.fixture(scope="module")
-def pbmc():
-    config = resolve_config(dataset="pbmc68k", overrides=FAST)
-    datamodule = ScRCLDataModule.from_config(config)
-    datamodule.setup("fit")
-    return config, datamodule
 
 
 def test_internal_scores_are_scikit_learns_and_nan_for_one_cluster():

@@ -5,7 +5,6 @@ import pytest
 import scanpy as sc
 import torch
 
-from datamodules.datamodule import ScRCLDataModule
 from scrcl.train import rundir
 import scrcl
 from scrcl.train import run as runner
@@ -13,14 +12,6 @@ from scrcl.train.config import resolve_config
 from scrcl.errors import UserError
 
 FAST = {"hidden_dim": 64, "epochs": 6, "eval_every": 3, "logger": "none", "progress": False, "lr": 1e-3}
-
-
-@pytest.fixture(scope="module")
-def pbmc():
-    config = resolve_config(dataset="pbmc68k", overrides=FAST)
-    datamodule = ScRCLDataModule.from_config(config)
-    datamodule.setup("fit")
-    return config, datamodule
 
 
 def test_same_seed_same_result(pbmc):

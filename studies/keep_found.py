@@ -43,20 +43,24 @@ def run_dir(runs: Path, dataset: str, schedule: str, seed: int) -> Path:
 
 
 def train(args, dataset: str, schedule: str, seed: int) -> None:
+    """One run of train.py, continued where an earlier one left a checkpoint, skipped when it finished."""
+    import shutil
+
+    from scrcl.train.rundir import resumable
+
     target = run_dir(args.runs, dataset, schedule, seed)
     if (target / "metrics.json").exists():
         return
-    resume = ["--resume", str(target)] if (target / "checkpoints" / "last.ckpt").exists() else [
-        "--dataset", dataset, "--seed", str(seed), "--lr-schedule", schedule, "--weight-averaging", "ema",
-        "--precision", args.precision, "--eval-every", str(args.eval_every), "--no-umap", "--logger", "csv", "--no-progress",
-        "--output", str(target.parent), "--run-name", target.name,
-        *(["--epochs", str(args.epochs)] if args.epochs else [])]
-    if target.exists() and resume[0] != "--resume":
-        import shutil
-
-        shutil.rmtree(target)  # a start that left no checkpoint: begin again
+    if resumable(target):
+        command = ["--resume", str(target)]
+    else:
+        shutil.rmtree(target, ignore_errors=True)  # a start that left no checkpoint: begin again
+        command = ["--dataset", dataset, "--seed", str(seed), "--lr-schedule", schedule, "--weight-averaging", "ema",
+                   "--precision", args.precision, "--eval-every", str(args.eval_every), "--no-umap", "--logger", "csv",
+                   "--no-progress", "--output", str(target.parent), "--run-name", target.name,
+                   *(["--epochs", str(args.epochs)] if args.epochs else [])]
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *resume], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, capture_output=True, text=True)
     print(f"{dataset} {schedule} seed {seed}: exit {done.returncode} in {time.perf_counter() - t0:.0f} s; "
           f"{(done.stdout.strip().splitlines() or [''])[-1]}", flush=True)
     if done.returncode != 0:

@@ -1,0 +1,53 @@
+"""studies/keep_found.py: which evaluation each label-free report picks, and its gap to the label-picked one, read
+back from the runs' history.csv (histories written here by hand; the runs themselves are the study's)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from studies import keep_found
+
+
+def write_run(root, schedule: str, seed: int, rows: list[dict]) -> None:
+    run = keep_found.run_dir(root, "toy", schedule, seed)
+    run.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(run / "history.csv", index=False)
+    (run / "metrics.json").write_text(json.dumps({"seed": seed}))
+
+
+def history(aris, live_aris, silhouettes, live_silhouettes, chs):
+    return [{"epoch": 10 * (i + 1), "ari": a, "nmi": a, "silhouette": s, "calinski_harabasz": c,
+             "live_ari": la, "live_nmi": la, "live_silhouette": ls, "live_calinski_harabasz": c}
+            for i, (a, la, s, ls, c) in enumerate(zip(aris, live_aris, silhouettes, live_silhouettes, chs))]
+
+
+def test_each_report_picks_its_evaluation_and_the_gap_is_to_the_best_by_labels():
+    rows = history(aris=[0.5, 0.9, 0.6], live_aris=[0.4, 0.7, 0.3], silhouettes=[0.2, 0.1, 0.3],
+                   live_silhouettes=[0.5, 0.5, 0.1], chs=[5.0, 9.0, 1.0])
+    frame = pd.DataFrame(rows)
+    assert keep_found.pick(frame, "ema", "final") == {"epoch": 30, "ari": 0.6, "nmi": 0.6}
+    assert keep_found.pick(frame, "ema", "silhouette")["epoch"] == 30
+    assert keep_found.pick(frame, "live", "silhouette")["epoch"] == 10  # ties: the earlier evaluation
+    assert keep_found.pick(frame, "ema", "calinski_harabasz")["ari"] == 0.9
+    assert keep_found.oracle(frame, "ema") == 0.9 and keep_found.oracle(frame, "live") == 0.7
+
+
+def test_report_tabulates_each_dataset_and_the_mean_over_datasets(tmp_path, monkeypatch):
+    for seed, final in ((5, 0.6), (15, 0.8)):
+        for schedule in keep_found.SCHEDULES:
+            write_run(tmp_path, schedule, seed, history(aris=[0.9, final], live_aris=[0.5, final], silhouettes=[0.2, 0.1],
+                                                        live_silhouettes=[0.1, 0.2], chs=[1.0, 2.0]))
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    monkeypatch.setattr(sys, "argv", ["keep_found.py"])
+    text = keep_found.report(args)
+    row = next(line for line in text.splitlines() if line.startswith("| constant | ema | final |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3].startswith("0.7000 ± 0.1000 [")  # final ARI 0.6 and 0.8
+    assert cells[5] == f"{((0.9 - 0.6) + (0.9 - 0.8)) / 2:.4f}" and cells[6] == "20, 20"
+    silhouette = next(line for line in text.splitlines() if line.startswith("| cosine | ema | silhouette |"))
+    assert "| 10, 10 |" in silhouette and "0.9000 ± 0.0000" in silhouette
+    assert "## toy (seeds 5, 15)" in text and "Mean over the 1 datasets" in text

@@ -82,6 +82,12 @@ def test_resuming_from_a_truncated_checkpoint_is_one_line_naming_it(tmp_path, fi
     assert f"checkpoint {checkpoint} cannot be read" in line and "truncated" in line
     reason = line.split("cannot be read (", 1)[1].split(");", 1)[0]
     assert reason.endswith(("...", *"abcdefghijklmnopqrstuvwxyz0123456789)")) and not reason.endswith(" If yo"), reason
+    import torch
+
+    with pytest.raises(Exception) as caught:  # what torch itself says of the file
+        torch.load(checkpoint, map_location="cpu", weights_only=False)
+    said = f"{type(caught.value).__name__}: {str(caught.value).strip().splitlines()[0]}"
+    assert said.startswith(reason) and said[len(reason):][:2] in ("", ". ", "."), (reason, said)  # a whole sentence
 
 
 # -- what a run leaves outside its directory --------------------------------------------------------------------------

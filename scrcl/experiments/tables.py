@@ -192,13 +192,16 @@ def machine() -> str:
 
 
 def code_version(root: Path) -> str:
-    """The checkout's commit (short), with ``+changes`` when tracked files differ from it; ``unknown`` outside git."""
+    """The checkout's commit (short), with ``+changes`` when tracked files other than results differ from it;
+    ``unknown`` outside git."""
     import subprocess
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True, timeout=10)
+        # the results files a benchmark appends to are not code: a row written after another row is still clean
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results", ":(exclude)studies/results"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if head.returncode != 0:

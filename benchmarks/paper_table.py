@@ -13,7 +13,8 @@ defaults otherwise; ``--epochs`` and ``--set key=value`` override them for every
 left half-way continues from its last checkpoint. The baselines run on the same preprocessed matrix
 scRCL takes as input (the DataModule's ``batch.x``): PCA(30) + k-means with the true number of
 clusters, and scanpy Leiden whose resolution is found by bisection to give that number of clusters
-(labels are not used for it). Labels only score. The scRCL figures are the final epoch's; the
+(labels are not used for it). Labels only score. The scRCL figures are the final epoch's, or, for runs with
+``select`` (a label-free criterion), the evaluation it chose, with the final epoch's in a row beside it; the
 best-epoch-by-label figures (``oracle_*`` of metrics.json) go to a separate table that says so.
 """
 
@@ -75,7 +76,7 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
     n_runs = sum(len(r["scrcl"]) for r in results)
     train_s = sum(m.get("seconds", 0.0) for r in results for m in r["scrcl"])
     lines = [
-        "# Results table: scRCL (final epoch) vs PCA(30) + k-means vs Leiden",
+        "# Results table: scRCL vs PCA(30) + k-means vs Leiden",
         "",
         f"- Command: `{command}`",
         f"- Date: {started}; machine: {machine()}",
@@ -90,7 +91,7 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         "dataset's top-h HVGs, `input` as in its config). PCA(30) + k-means: seeded, the true number of clusters k. "
         "Leiden: scanpy, 15-NN graph of PCA(30), resolution bisected until it gives k clusters (no labels used).",
         "",
-        "## Final epoch (labels choose nothing)",
+        "## Reported evaluation (labels choose nothing)",
         "",
         table_row(["dataset", "cells", "genes", "k", "method", *[k.upper() for k in SCORES], "note"]),
         "|---|---|---|---|---|" + "---|" * len(SCORES) + "---|",

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from datamodules.datamodule import ScRCLDataModule
 from datamodules.registry import DATA_DIR_HELP
+from scrcl.experiments.tables import parse_sets
 from scrcl.experiments.timing import first_optimizer, timed_epoch
 from scrcl.train.module import build_module
 from scrcl.train.loggers import quiet_libraries
@@ -111,7 +112,7 @@ def bench_config(data_path: Path, args, impl: str = "linear", **extra) -> dict:
 
     overrides = {
         "data": str(data_path), "label_key": "label", "task": "sc", "hidden_dim": args.hidden_dim,
-        "loss_impl": impl, "logger": "none", "progress": False, "seed": args.seed, **extra,
+        "loss_impl": impl, "logger": "none", "progress": False, "seed": args.seed, **parse_sets(args.set), **extra,
     }
     return resolve_config(task="sc", overrides=overrides)
 
@@ -182,7 +183,8 @@ def worker_train(args, work: Path) -> dict:
     module.train()
     batch = datamodule.batch.to(device)
     optimizer = first_optimizer(module.configure_optimizers())
-    epochs = [timed_epoch(module, optimizer, batch, device) for _ in range(args.warmup + args.epochs)]
+    low = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(config["precision"])  # as the Trainer's autocast
+    epochs = [timed_epoch(module, optimizer, batch, device, low) for _ in range(args.warmup + args.epochs)]
     timed = epochs[args.warmup:]
     medians = {key: statistics.median(e[key] for e in timed) for key in ("total_s", "encoders_s", "losses_s", "optimiser_s")}
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -301,7 +303,8 @@ def call_worker(kind: str, n: int, args, work: Path, **options) -> dict | None:
     result = work / f"{kind}_{n}_{options.get('impl', '')}.json"
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--n", str(n), "--work", str(work),
                "--result", str(result), "--hidden-dim", str(args.hidden_dim), "--threads", str(args.threads),
-               "--seed", str(args.seed), "--memory-limit-gb", str(args.memory_limit_gb), "--device", args.device]
+               "--seed", str(args.seed), "--memory-limit-gb", str(args.memory_limit_gb), "--device", args.device,
+               *[f"--set={item}" for item in args.set]]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
     for key, value in options.items():
@@ -458,7 +461,7 @@ def report(rows, trainer, sparse, args, info, elapsed_s: float, command: str) ->
         "",
         f"Cells: {SOURCE} cells drawn with replacement, each count redrawn as Poisson(count); then the DataModule's "
         f"preprocessing and graphs (generic scRNA-seq config: lognorm input, tms [2, 0], k = 15, 2000 genes). "
-        f"d = {args.hidden_dim}. Per-epoch time: median of {args.epochs} epochs after {args.warmup} warm-up epoch(s), one "
+        f"d = {args.hidden_dim}; config overrides: {', '.join(args.set) or 'none'} (precision 32-true unless they say otherwise). Per-epoch time: median of {args.epochs} epochs after {args.warmup} warm-up epoch(s), one "
         "full-graph step each (model forward, objective, backward, Adam). Peak memory: `ru_maxrss` of the process that "
         "trained (each configuration in its own process; it includes loading the cached preprocessed data). Dense runs "
         f"only where its predicted peak (linear peak + c·N² float32, c measured from 8k on) is under {args.memory_limit_gb:g} GB; "
@@ -495,6 +498,12 @@ def report(rows, trainer, sparse, args, info, elapsed_s: float, command: str) ->
     sizes = [r["n"] for r in rows if r["linear"]]
     for lo, hi in zip(sizes, sizes[1:]):
         lines.append(f"- {lo} → {hi}: time {fmt(slope(rows, 'linear', 'total_s', lo, hi))}, memory {fmt(slope(rows, 'linear', 'peak_mb', lo, hi))}")
+    lines += ["", "Peak memory per cell of the linear form, marginal (Δ peak / Δ N between consecutive sizes, so what every size "
+              "shares — libraries, the gene graph, the weights that do not grow with N — drops out):", ""]
+    by_n = {r["n"]: r["linear"] for r in rows if r["linear"]}
+    for lo, hi in zip(sizes, sizes[1:]):
+        per_cell = (by_n[hi]["peak_mb"] - by_n[lo]["peak_mb"]) / (hi - lo)
+        lines.append(f"- {lo} → {hi}: {per_cell:.3f} MB per cell")
     lines += ["", "## Through the real Trainer path", ""]
     if trainer:
         lines.append(
@@ -594,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"), help="markdown report (the PNG goes beside it)")
     parser.add_argument("--note", default="", help="a sentence recorded in the report (e.g. about GPUs)")
     parser.add_argument("--keep-work", action="store_true", help="keep the resampled data and caches (printed path)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run, e.g. precision=bf16-mixed or recompute=true (repeatable)")
     # internal: one configuration in this process
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)

@@ -14,7 +14,8 @@ the generic spatial defaults (``configs/generic_st.yaml``) apply. ``--set key=va
 either. A run whose ``metrics.json`` exists is not run again, so an interrupted table resumes; a run
 left half-way continues from its last checkpoint; runs made with other settings are refused.
 
-Reported: ARI and NMI of the final epoch (labels choose nothing), after the spatial majority-vote
+Reported: ARI and NMI of the final epoch, or of the evaluation a label-free ``select`` criterion chose (then the
+final epoch's beside it; labels choose nothing), after the spatial majority-vote
 refinement (``radius`` of the config) and without it (the raw k-means). The baselines run on the same
 HVG matrix scRCL takes as input (the DataModule's ``batch.x``) with the true number of domains k:
 PCA(30) + k-means, and scanpy Leiden with its resolution bisected until it gives k clusters (no
@@ -143,7 +144,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
              "generic spatial defaults (configs/generic_st.yaml): each slice's .h5ad run as a user's own file, "
              "`--data FILE --task st --label-key layer_guess`")
     lines = [
-        f"# Spatial domains: scRCL (final epoch) vs PCA(30) + k-means vs Leiden — {mode} settings",
+        f"# Spatial domains: scRCL vs PCA(30) + k-means vs Leiden — {mode} settings",
         "",
         f"- Command: `{command}`",
         f"- Date: {started}; machine: {machine()}",
@@ -160,7 +161,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         "number of domains k. Leiden: scanpy, 15-NN graph of PCA(30), resolution bisected until it gives k clusters "
         "(no labels used).",
         "",
-        "## Final epoch (labels choose nothing)",
+        "## Reported evaluation (labels choose nothing)",
         "",
         table_row(["slice", "spots", "genes", "k", "method", "ARI refined", "NMI refined", "ARI raw", "NMI raw", "note"]),
         "|---|---|---|---|---|---|---|---|---|---|",

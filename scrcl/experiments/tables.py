@@ -224,14 +224,23 @@ def table_row(cells: list[str]) -> str:
 
 
 def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]:
-    """Three table rows per dataset: scRCL (final epoch), PCA(30) + k-means, Leiden; mean ± std of ``keys``."""
+    """Table rows per dataset: scRCL's reported evaluation, PCA(30) + k-means, Leiden; mean ± std of ``keys``.
+
+    The reported evaluation is the final epoch's, or (runs with ``select``) the one the label-free criterion chose; then
+    a further row gives the final epoch of the same runs (``final_*`` of metrics.json), so both are always shown."""
     lines = []
     for r in results:
         m0 = r["scrcl"][0]
         head = [r["dataset"], str(m0["n_cells"]), str(m0["n_genes"]), str(m0["n_clusters"])]
-        epochs = sorted({m["epoch"] for m in r["scrcl"]})
-        lines.append(table_row([*head, "scRCL (final epoch)", *[mean_std(r["scrcl"], k) for k in keys],
-                           f"epoch {', '.join(map(str, epochs))}; seeds {', '.join(str(m['seed']) for m in r['scrcl'])}{extra_note(r)}"]))
+        seeds = f"seeds {', '.join(str(m['seed']) for m in r['scrcl'])}{extra_note(r)}"
+        selected = m0.get("selected_by")
+        label = f"scRCL (best {selected.replace('_', '-')}, no labels)" if selected else "scRCL (final epoch)"
+        lines.append(table_row([*head, label, *[mean_std(r["scrcl"], k) for k in keys],
+                                f"epoch {', '.join(str(m['epoch']) for m in r['scrcl'])}; {seeds}"]))
+        if selected:
+            finals = [{k: m[f"final_{k}"] for k in keys if f"final_{k}" in m} for m in r["scrcl"]]
+            lines.append(table_row([*head, "scRCL (final epoch)", *[mean_std(finals, k) for k in keys],
+                                    f"epoch {', '.join(str(m.get('final_epoch', '–')) for m in r['scrcl'])}"]))
         km = [b["pca_kmeans"] for b in r["baselines"]]
         lines.append(table_row([*head, "PCA(30) + k-means", *[mean_std(km, k) for k in keys], ""]))
         ld = [b["leiden"] for b in r["baselines"]]

@@ -1,0 +1,30 @@
+"""scrcl.experiments.tables.method_rows: what the results tables show for scRCL's runs."""
+
+from __future__ import annotations
+
+from scrcl.experiments.tables import method_rows
+
+
+def dataset_rows(scrcl_runs):
+    baseline = {"pca_kmeans": {"ari": 0.4, "nmi": 0.5}, "leiden": {"ari": 0.3, "nmi": 0.4, "resolution": 1.0, "n_found": 3}}
+    return [{"dataset": "toy", "scrcl": scrcl_runs, "baselines": [baseline] * len(scrcl_runs)}]
+
+
+def run(seed, **metrics):
+    return {"seed": seed, "n_cells": 100, "n_genes": 50, "n_clusters": 3, **metrics}
+
+
+def test_a_final_epoch_run_is_one_scrcl_row():
+    rows = method_rows(dataset_rows([run(5, ari=0.5, nmi=0.6, epoch=500), run(15, ari=0.7, nmi=0.8, epoch=500)]), ("ari", "nmi"))
+    assert len(rows) == 3
+    assert "scRCL (final epoch)" in rows[0] and "0.6000" in rows[0] and "epoch 500, 500" in rows[0]
+
+
+def test_a_selected_evaluation_is_shown_with_the_final_epoch_beside_it():
+    runs = [run(5, ari=0.8, nmi=0.8, epoch=120, selected_by="silhouette", final_epoch=500, final_ari=0.4, final_nmi=0.5),
+            run(15, ari=0.6, nmi=0.6, epoch=90, selected_by="silhouette", final_epoch=500, final_ari=0.6, final_nmi=0.7)]
+    rows = method_rows(dataset_rows(runs), ("ari", "nmi"))
+    assert len(rows) == 4
+    assert "scRCL (best silhouette, no labels)" in rows[0] and "0.7000" in rows[0] and "epoch 120, 90" in rows[0]
+    assert "scRCL (final epoch)" in rows[1] and "0.5000" in rows[1] and "epoch 500, 500" in rows[1]
+    assert "PCA(30) + k-means" in rows[2] and "Leiden" in rows[3]

@@ -31,7 +31,7 @@ from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.eval.metrics import SCORES
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, local_datasets, machine, method_rows, oracle_section, parse_seeds_for, parse_sets,
+    BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, local_datasets, machine, method_rows, oracle_section, run_conditions, parse_seeds_for, parse_sets,
     pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds
@@ -80,6 +80,7 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         "",
         f"- Command: `{command}`",
         f"- Date: {started}; machine: {machine()}",
+        run_conditions(results),
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
         f"- Runs: `{shown_path(runs_dir)}/<dataset>/seed<s>/` (config.yaml, metrics.json, history.csv, result.h5ad)",

@@ -37,7 +37,7 @@ from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, TABLE_RUN_SETTINGS, leiden_with_k, local_datasets, machine, method_rows, oracle_section,
+    BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, TABLE_RUN_SETTINGS, leiden_with_k, local_datasets, machine, method_rows, oracle_section, run_conditions,
     parse_seeds_for, parse_sets, pca_kmeans, scrcl_run, settings_section, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
@@ -148,6 +148,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         "",
         f"- Command: `{command}`",
         f"- Date: {started}; machine: {machine()}",
+        run_conditions(results),
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
         f"- Settings: {which}. Runs: `{shown_path(runs_dir)}/{mode}/<slice>/seed<s>/`.",

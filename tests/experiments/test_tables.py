@@ -28,3 +28,12 @@ def test_a_selected_evaluation_is_shown_with_the_final_epoch_beside_it():
     assert "scRCL (best silhouette, no labels)" in rows[0] and "0.7000" in rows[0] and "epoch 120, 90" in rows[0]
     assert "scRCL (final epoch)" in rows[1] and "0.5000" in rows[1] and "epoch 500, 500" in rows[1]
     assert "PCA(30) + k-means" in rows[2] and "Leiden" in rows[3]
+
+
+def test_the_header_states_precision_device_and_threads_of_the_runs():
+    from scrcl.experiments.tables import run_conditions
+
+    results = dataset_rows([run(5, torch_threads=2, gpu_peak_memory_mb=None), run(15, torch_threads=1)])
+    results[0]["config"] = {"precision": "bf16-mixed"}
+    assert run_conditions(results) == ("- Precision bf16-mixed; device cpu; torch threads 1, 2 (from the runs' config.yaml "
+                                       "and metrics.json).")

@@ -210,7 +210,8 @@ def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
     assert oracle_part.startswith(" — uses the labels to pick the epoch")
     assert _row(oracle_part, "pbmc68k")[1:5] == [f"{metrics['oracle_' + k]:.4f}" for k in ("acc", "nmi", "ari", "f1")]
     assert "oracle" not in final_part.lower()
-    for fact in ("Command: `python benchmarks/paper_table.py --datasets pbmc68k", "Date: ", "machine: ", "Total time"):
+    for fact in ("Command: `python benchmarks/paper_table.py --datasets pbmc68k", "Date: ", "machine: ", "Total time",
+                 f"Precision 32-true; device cpu; torch threads {metrics['torch_threads']} "):
         assert fact in text
     assert not (tmp_path / "runs" / "pbmc68k" / "seed5" / "checkpoints").exists()
 

@@ -55,7 +55,10 @@ def train(args, dataset: str, schedule: str, seed: int) -> None:
         command = ["--resume", str(target)]
     else:
         shutil.rmtree(target, ignore_errors=True)  # a start that left no checkpoint: begin again
+        # --select silhouette changes only which evaluation metrics.json reports (this study reads history.csv, the same
+        # either way): a run is then also the run a results table makes with these settings
         command = ["--dataset", dataset, "--seed", str(seed), "--lr-schedule", schedule, "--weight-averaging", "ema",
+                   "--select", "silhouette",
                    "--precision", args.precision, "--eval-every", str(args.eval_every), "--no-umap", "--logger", "csv",
                    "--no-progress", "--output", str(target.parent), "--run-name", target.name,
                    *(["--epochs", str(args.epochs)] if args.epochs else [])]
@@ -100,7 +103,9 @@ def report(args) -> str:
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code {code_version(ROOT)}; machine: {machine()}",
         f"- Precision {args.precision}, torch threads {os.environ.get('OMP_NUM_THREADS', 'torch default')}; each dataset's "
         "own config (generic for the local sets) with `weight_averaging: ema` (ema_decay 0.98); evaluations every "
-        f"{args.eval_every} epochs.",
+        f"{args.eval_every} epochs. Runs made since 2026-12-05 04:10 UTC also pass `--select silhouette`: that changes "
+        "only which evaluation their metrics.json reports; this table reads history.csv, the same either way "
+        "(tests/train/test_keep_found.py checks it).",
         "- ARI mean ± population std over the seeds. *gap*: mean of (label-picked best evaluation of the same "
         "trajectory − reported), the ARI a label-free report leaves behind. Labels choose nothing reported here; "
         "the label-picked figure is only the yardstick.",

@@ -91,6 +91,18 @@ def test_averaged_weights_selection_and_the_final_epoch_beside_it(pbmc, tmp_path
     assert metrics["final_ari"] == pytest.approx(history[-1]["ari"])
 
 
+def test_selection_changes_what_is_reported_not_the_training(pbmc):
+    """select only chooses among the evaluations: the same seed with select final gives the same history, epoch for
+    epoch (studies/keep_found.py relies on it to read every criterion from one run)."""
+    config, datamodule = pbmc
+    config = {**config, "weight_averaging": "ema"}
+    chosen = runner.train_one({**config, "select": "silhouette"}, datamodule, seed=5, run_dir=None)
+    final = runner.train_one({**config, "select": "final"}, datamodule, seed=5, run_dir=None)
+    untimed = [[{k: v for k, v in h.items() if not k.endswith("_s")} for h in run["history"]] for run in (chosen, final)]
+    assert untimed[0] == untimed[1]  # everything but the seconds each evaluation took
+    assert final["final"]["epoch"] == 8 and chosen["final"]["epoch"] == max(chosen["history"], key=lambda h: h["silhouette"])["epoch"]
+
+
 def test_a_resumed_run_reports_the_evaluation_chosen_before_the_interruption(pbmc):
     """The evaluator keeps the chosen evaluation (its arrays too) in the checkpoint."""
     from scrcl.train.callbacks import ClusteringEvaluator

@@ -18,7 +18,7 @@ Runs go to ``runs/keep_found/<dataset>/<schedule>-seed<s>/`` (resumable: a finis
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 import time
@@ -88,8 +88,12 @@ def oracle(history, weights: str) -> float:
 
 def report(args) -> str:
     import pandas as pd
+    import yaml
 
     found: dict = {}
+    selects: dict = {}
+    precisions: set = set()
+    threads: set = set()
     for dataset_dir in sorted(p for p in args.runs.iterdir() if p.is_dir()) if args.runs.exists() else []:
         for run in sorted(dataset_dir.iterdir()):
             if not (run / "metrics.json").exists():
@@ -97,15 +101,21 @@ def report(args) -> str:
             schedule, seed = run.name.rsplit("-seed", 1)
             history = pd.read_csv(run / "history.csv")
             found.setdefault(dataset_dir.name, {}).setdefault(schedule, {})[int(seed)] = history
+            if (run / "config.yaml").exists():  # which evaluation the run's own metrics.json reports; its precision
+                config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+                selects.setdefault(dataset_dir.name, set()).add(config.get("select", "final"))
+                precisions.add(str(config.get("precision")))
+            threads.add(str(json.loads((run / "metrics.json").read_text()).get("torch_threads", "not recorded")))
     lines = [
         "# Keeping what training found, without labels (studies/keep_found.py)", "",
         f"- Command: `{args.command}`",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code {code_version(ROOT)}; machine: {machine()}",
-        f"- Precision {args.precision}, torch threads {os.environ.get('OMP_NUM_THREADS', 'torch default')}; each dataset's "
+        f"- Precision {', '.join(sorted(precisions)) or args.precision}, torch threads {', '.join(sorted(threads)) or '–'} "
+        "(from the runs' config.yaml and metrics.json); each dataset's "
         "own config (generic for the local sets) with `weight_averaging: ema` (ema_decay 0.98); evaluations every "
-        f"{args.eval_every} epochs. Runs made since 2026-12-05 04:10 UTC also pass `--select silhouette`: that changes "
-        "only which evaluation their metrics.json reports; this table reads history.csv, the same either way "
-        "(tests/train/test_keep_found.py checks it).",
+        f"{args.eval_every} epochs. The runs' own metrics.json reports the evaluation their `select` says (each "
+        "dataset's heading; runs started before `--select silhouette` was added report the final epoch); this table "
+        "reads history.csv, which is the same either way (tests/train/test_keep_found.py checks it).",
         "- ARI mean ± population std over the seeds. *gap*: mean of (label-picked best evaluation of the same "
         "trajectory − reported), the ARI a label-free report leaves behind. Labels choose nothing reported here; "
         "the label-picked figure is only the yardstick.",
@@ -116,7 +126,8 @@ def report(args) -> str:
     summary: dict = {}
     for dataset, schedules in found.items():
         seeds = sorted(set.intersection(*(set(s) for s in schedules.values())))
-        lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))})", "",
+        select = ", ".join(sorted(selects.get(dataset, []))) or "not recorded"
+        lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))}; the runs' metrics.json: select {select})", "",
                   "| lr | weights | report | ARI | NMI | gap to label-picked | epochs reported |", "|---|---|---|---|---|---|---|"]
         for schedule in SCHEDULES:
             if schedule not in schedules:

@@ -16,7 +16,8 @@ def write_run(root, schedule: str, seed: int, rows: list[dict]) -> None:
     run = keep_found.run_dir(root, "toy", schedule, seed)
     run.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(run / "history.csv", index=False)
-    (run / "metrics.json").write_text(json.dumps({"seed": seed}))
+    (run / "metrics.json").write_text(json.dumps({"seed": seed, "torch_threads": 2}))
+    (run / "config.yaml").write_text(f"precision: 32-true\nselect: {'silhouette' if seed == 15 else 'final'}\n")
 
 
 def history(aris, live_aris, silhouettes, live_silhouettes, chs):
@@ -41,7 +42,7 @@ def test_report_tabulates_each_dataset_and_the_mean_over_datasets(tmp_path, monk
         for schedule in keep_found.SCHEDULES:
             write_run(tmp_path, schedule, seed, history(aris=[0.9, final], live_aris=[0.5, final], silhouettes=[0.2, 0.1],
                                                         live_silhouettes=[0.1, 0.2], chs=[1.0, 2.0]))
-    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "bf16-mixed", "eval_every": 10})()
     monkeypatch.setattr(sys, "argv", ["keep_found.py"])
     text = keep_found.report(args)
     row = next(line for line in text.splitlines() if line.startswith("| constant | ema | final |"))
@@ -50,4 +51,5 @@ def test_report_tabulates_each_dataset_and_the_mean_over_datasets(tmp_path, monk
     assert cells[5] == f"{((0.9 - 0.6) + (0.9 - 0.8)) / 2:.4f}" and cells[6] == "20, 20"
     silhouette = next(line for line in text.splitlines() if line.startswith("| cosine | ema | silhouette |"))
     assert "| 10, 10 |" in silhouette and "0.9000 ± 0.0000" in silhouette
-    assert "## toy (seeds 5, 15)" in text and "Mean over the 1 datasets" in text
+    assert "## toy (seeds 5, 15; the runs' metrics.json: select final, silhouette)" in text and "Mean over the 1 datasets" in text
+    assert "- Precision 32-true, torch threads 2 (from the runs'" in text  # the runs' own, not the command line's

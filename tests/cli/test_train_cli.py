@@ -44,7 +44,8 @@ def test_every_method_and_run_flag(tmp_path, data_dir):
                 "--checkpoint-every", "1", "--accelerator", "cpu", "--devices", "1", "--precision", "32-true",
                 "--logger", "csv", "--output", out, "--run-name", "r1", "--input", "lognorm", "--loss-impl", "dense",
                 "--views", "both", "--gene-graph", "knn", "--radius", "0", "--task", "sc", "--hidden-dim", "32", "--no-progress",
-                "--umap-every", "0"], tmp_path, env={"OMP_NUM_THREADS": "1"})
+                "--umap-every", "0", "--select", "final", "--weight-averaging", "none", "--lr-schedule", "constant"],
+               tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert LINE.match(last_line(proc)), proc.stdout
     assert "cell graph" in proc.stdout + proc.stderr and "(k=10, on PCA-20)" in proc.stdout + proc.stderr
     # --no-progress: one line per evaluation instead of the bar (what a launcher's log shows)
@@ -57,7 +58,7 @@ def test_every_method_and_run_flag(tmp_path, data_dir):
     expected = {"dataset": "pbmc68k", "epochs": 2, "lr": 1e-3, "weight_decay": 0.01, "dropout": 0.1, "hvg": 300, "k": 10,
                 "gene_k": 4, "graph_pcs": 20, "alpha": 10.0, "beta": 0.5, "tau": 0.5, "tms": [1, 0], "gene_dim": 12, "seed": 3,
                 "eval_every": 1, "checkpoint_every": 1, "accelerator": "cpu", "input": "lognorm", "loss_impl": "dense",
-                "hidden_dim": 32, "logger": "csv"}
+                "hidden_dim": 32, "logger": "csv", "select": "final", "weight_averaging": "none", "lr_schedule": "constant"}
     assert {k: config[k] for k in expected} == expected
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("acc", "nmi", "ari", "f1", "oracle_ari", "oracle_epoch", "seconds", "peak_memory_mb", "n_cells", "n_genes", "n_clusters", "versions"):

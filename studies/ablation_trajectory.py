@@ -6,7 +6,7 @@
 
 An analysis, not a result: the labels score every evaluation of every finished trial
 (``<variant>-seed<s>/history.csv``, written by ``python -m scrcl.experiments.ablate``) and the table shows the mean
-over seeds at the chosen epochs, beside the final epoch (what ``ablation.md`` reports) and the best
+over seeds at the chosen epochs, beside the final epoch (what ``ablation.md`` reports for configs with ``select: final``) and the best
 evaluation of each run (labels pick it: the reference implementation's protocol, shown only to tell a
 variant that never gets there from one that gets there and then loses it). Nothing here chooses a
 setting or an epoch to report. Works on restored records too (``benchmarks/records.py restore``).

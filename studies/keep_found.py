@@ -124,10 +124,15 @@ def report(args) -> str:
         "",
     ]
     summary: dict = {}
+    common = {dataset: sorted(set.intersection(*(set(s) for s in schedules.values()))) for dataset, schedules in found.items()}
+    most = max((len(seeds) for seeds in common.values()), default=0)
+    # the mean over datasets takes only datasets with every schedule on as many seeds as the most complete one
+    complete = [d for d in found if set(found[d]) == set(SCHEDULES) and len(common[d]) == most]
     for dataset, schedules in found.items():
-        seeds = sorted(set.intersection(*(set(s) for s in schedules.values())))
+        seeds = common[dataset]
         select = ", ".join(sorted(selects.get(dataset, []))) or "not recorded"
-        lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))}; the runs' metrics.json: select {select})", "",
+        progress = "" if dataset in complete else "; in progress, not in the mean over the datasets"
+        lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))}; the runs' metrics.json: select {select}{progress})", "",
                   "| lr | weights | report | ARI | NMI | gap to label-picked | epochs reported |", "|---|---|---|---|---|---|---|"]
         for schedule in SCHEDULES:
             if schedule not in schedules:
@@ -137,14 +142,15 @@ def report(args) -> str:
                     chosen = [pick(schedules[schedule][s], weights, rep) for s in seeds]
                     aris = [c["ari"] for c in chosen]
                     gaps = [oracle(schedules[schedule][s], weights) - c["ari"] for s, c in zip(seeds, chosen)]
-                    summary.setdefault((schedule, weights, rep), []).append((np.mean(aris), np.std(aris), np.mean(gaps)))
+                    if dataset in complete:
+                        summary.setdefault((schedule, weights, rep), []).append((np.mean(aris), np.std(aris), np.mean(gaps)))
                     lines.append(f"| {schedule} | {weights} | {rep} | {mean_std_text(aris)} | "
                                  f"{mean_std_text([c['nmi'] for c in chosen])} | {np.mean(gaps):.4f} | "
                                  f"{', '.join(str(c['epoch']) for c in chosen)} |")
         lines.append("")
     if summary:
         lines += ["## Over the datasets", "",
-                  f"Mean over the {len(found)} datasets of each dataset's mean ARI, its seed std, and its gap.", "",
+                  f"Mean over the {len(complete)} datasets ({', '.join(complete)}) of each dataset's mean ARI, its seed std, and its gap.", "",
                   "| lr | weights | report | mean ARI | mean seed std | mean gap |", "|---|---|---|---|---|---|"]
         for (schedule, weights, rep), rows in summary.items():
             arr = np.array(rows)

@@ -5,7 +5,8 @@ few config keys on top of the dataset's own settings. Every variant × seed is o
 ``OUT/<variant>-seed<s>/`` (default ``OUT = runs/ablations/<file>-<dataset>``), run by
 :mod:`scrcl.experiments.launcher` (one per GPU or N CPU workers; finished trials are skipped, so the same command
 resumes). Then ``OUT/ablation.md`` and ``OUT/ablation.csv``: mean ± std of the final epoch's
-ACC/NMI/ARI/F1 per variant (never the oracle_* figures). Labels only score the finished runs.
+ACC/NMI/ARI/F1 per variant, of each run's reported evaluation (the final epoch, or the one the config's label-free
+``select`` chose; never the oracle_* figures). Labels only score the finished runs.
 """
 
 from __future__ import annotations
@@ -124,9 +125,10 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
         "",
         f"- Command: `{command}`; variants from `{shown_path(file)}`",
         f"- Seeds {', '.join(map(str, seeds))}; trials finished: {finished} of {sum(r['trials'] for r in rows)}; "
-        f"failed this time: {len(outcome.failed)}; final epoch(s): {', '.join(map(str, epochs)) or '–'}",
+        f"failed this time: {len(outcome.failed)}; epochs reported: {', '.join(map(str, epochs)) or '–'}",
         f"- Run directories: `{shown_path(out_dir)}/<variant>-seed<s>/`; W&B group `{out_dir.name}`",
-        "- Final-epoch scores (labels choose nothing; never the oracle_* figures), mean ± population std over seeds "
+        "- Scores of each run's reported evaluation (the final epoch, or the one its config's label-free `select` chose; "
+        "labels choose nothing; never the oracle_* figures), mean ± population std over seeds "
         "[95% interval of the mean, Student's t].",
         "",
         launcher.markdown_row(head),

@@ -414,7 +414,7 @@ def report(outcome: Outcome, log=print) -> None:
 
 # -- results --------------------------------------------------------------------------------------
 def read_metrics(trial: Trial) -> dict | None:
-    """A finished trial's final-epoch metrics.json, or None if it has none."""
+    """A finished trial's metrics.json (its reported evaluation), or None if it has none."""
     import json
 
     path = trial.run_dir / "metrics.json"
@@ -422,7 +422,7 @@ def read_metrics(trial: Trial) -> dict | None:
 
 
 def score_summary(metrics: Sequence[dict]) -> dict:
-    """(mean, population std, values) of each final-epoch score over ``metrics`` (never the oracle_* keys)."""
+    """(mean, population std, values) of each reported score over ``metrics`` (never the oracle_* keys)."""
     values = {k: np.array([m[k] for m in metrics if k in m], dtype=float) for k in SCORES}
     return {k: (float(v.mean()), float(v.std()), v.tolist()) for k, v in values.items() if v.size}
 

@@ -5,7 +5,8 @@ Offline, ``method: grid`` expands to the full product of the parameters' ``value
 draws ``--count`` (else the file's ``run_cap``) settings with ``--sample-seed``. Each setting (× each of
 ``--seeds``) is one train.py trial in ``OUT/<name>/`` (default ``OUT = runs/sweeps/<file>-<dataset>``),
 run by :mod:`scrcl.experiments.launcher`: one per GPU or N CPU workers, finished trials skipped. Then
-``OUT/sweep.md`` and ``OUT/sweep.csv`` (final-epoch ACC/NMI/ARI/F1, mean ± std over seeds) and
+``OUT/sweep.md`` and ``OUT/sweep.csv`` (ACC/NMI/ARI/F1 of each run's reported evaluation: the final epoch, or the one
+the config's label-free ``select`` chose; mean ± std over seeds) and
 ``OUT/sweep.png`` (a line plot for one swept parameter, a heatmap of the sweep's metric for two).
 
 Labels score each setting: a sweep is a sensitivity analysis, not a way to choose the reported setting.
@@ -135,7 +136,7 @@ def metric_key(sweep: dict, path: Path | str = "sweep file") -> str:
     name = str(metric.get("name", "")) if isinstance(metric, dict) else ""
     key = name.split("/")[-1]
     if key not in launcher.SCORES:
-        raise UserError(f"{path}: metric name must be one of val/acc, val/nmi, val/ari, val/f1 (final epoch), got '{name}'")
+        raise UserError(f"{path}: metric name must be one of val/acc, val/nmi, val/ari, val/f1, got '{name}'")
     return key
 
 
@@ -346,7 +347,7 @@ def _line_plot(ax, rows: list[dict], name: str) -> None:
         ax.set_xticks(x)
         ax.set_xticklabels([value_text(values[i]) for i in order])
     ax.set_xlabel(name)
-    ax.set_ylabel("score (final epoch)")
+    ax.set_ylabel("score (reported evaluation)")
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
 
@@ -358,7 +359,7 @@ def _heatmap(fig, ax, rows: list[dict], names: list[str], metric: str) -> None:
     if len(ys) * len(xs) > 4 * len(rows):  # random draws, not a grid: a scatter coloured by the metric
         points = ax.scatter([r["values"][second] for r in rows], [r["values"][first] for r in rows],
                             c=[r["scores"][metric][0] for r in rows], cmap="viridis", s=60)
-        fig.colorbar(points, ax=ax, label=f"{metric.upper()} (final epoch)")
+        fig.colorbar(points, ax=ax, label=f"{metric.upper()} (reported evaluation)")
         ax.set_xlabel(second)
         ax.set_ylabel(first)
         return
@@ -377,7 +378,7 @@ def _heatmap(fig, ax, rows: list[dict], names: list[str], metric: str) -> None:
     ax.set_yticklabels([value_text(v) for v in ys])
     ax.set_xlabel(second)
     ax.set_ylabel(first)
-    fig.colorbar(image, ax=ax, label=f"{metric.upper()} (final epoch, mean over seeds)")
+    fig.colorbar(image, ax=ax, label=f"{metric.upper()} (reported evaluation, mean over seeds)")
 
 
 def write_results(trials: list[launcher.Trial], sweep: dict, *, file: Path, dataset: str, out_dir: Path,
@@ -396,7 +397,8 @@ def write_results(trials: list[launcher.Trial], sweep: dict, *, file: Path, data
         f"Trials: {len(trials)} ({len(rows)} settings × {max(len(seeds), 1)} seed(s){': ' + ', '.join(map(str, seeds)) if seeds else ''}); "
         f"finished: {finished}; failed this time: {len(outcome.failed)}",
         f"Run directories: `{shown_path(out_dir)}/<trial>/`; W&B group `{out_dir.name}`",
-        "Scores of the final epoch (never the oracle_* keys), mean ± population std over seeds [95% interval of the "
+        "Scores of each run's reported evaluation (the final epoch, or the one its config's label-free `select` chose; "
+        "never the oracle_* keys), mean ± population std over seeds [95% interval of the "
         f"mean, Student's t]; the sweep's metric ({metric.upper()}) in bold; its last column: each setting minus the "
         "best one on the same seeds, with the interval of the paired differences ('within noise' when it contains 0). `genes`: the number of genes the model took (h is capped at the data's genes).",
         "Labels score every setting: this is a sensitivity analysis, not a way to choose the reported setting.",
@@ -406,7 +408,7 @@ def write_results(trials: list[launcher.Trial], sweep: dict, *, file: Path, data
     header, body = csv_rows(rows, names)
     launcher.write_csv(out_dir / "sweep.csv", header, body)
     spread = f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
-    figure = plot(rows, names, metric, f"{title}: final epoch, {spread}", out_dir / "sweep.png")
+    figure = plot(rows, names, metric, f"{title}: reported evaluation, {spread}", out_dir / "sweep.png")
     return text, figure
 
 

@@ -251,15 +251,16 @@ def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]
 
 
 def run_conditions(results: list[dict]) -> str:
-    """The header line a results table states its runs' precision, device and threads in (from their config and
-    metrics.json, where a GPU run records its peak memory; several values when runs differ)."""
+    """The header line a results table states its runs' precision, device and threads in: precision from the table's
+    config (runs made with another are refused), device and threads from each run's metrics.json (a GPU run records
+    its peak memory there); several values when runs differ."""
     def values(get) -> str:
         found = sorted({str(get(r, m)) for r in results for m in r["scrcl"]})
         return ", ".join(found) or "–"
 
     return (f"- Precision {values(lambda r, m: r['config'].get('precision'))}; device "
             f"{values(lambda r, m: 'cpu' if m.get('gpu_peak_memory_mb') is None else 'gpu')}; torch threads "
-            f"{values(lambda r, m: m.get('torch_threads', '–'))} (from the runs' config.yaml and metrics.json).")
+            f"{values(lambda r, m: m.get('torch_threads', '–'))} (the table's config and the runs' metrics.json).")
 
 
 def settings_section(results: list[dict], label: str) -> list[str]:

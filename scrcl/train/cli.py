@@ -4,7 +4,8 @@
 Config precedence: generic defaults < configs/datasets/NAME.yaml < --config FILE < flags.
 Every config key has a flag, made from its declaration in ``scrcl.train.config.KEYS``; both ``--key value`` and
 ``--key=value`` work (W&B agents use the latter), and switches take ``--key``, ``--no-key`` or ``--key=false``.
-The last line printed is ``ACC … NMI … ARI … F1 …`` (final epoch; labels never pick the epoch), or the cluster sizes.
+The last line printed is ``ACC … NMI … ARI … F1 …`` of the reported evaluation (the final epoch, or the one the
+config's label-free ``select`` chose; labels never pick it), or the cluster sizes.
 """
 
 from __future__ import annotations

@@ -35,5 +35,5 @@ def test_the_header_states_precision_device_and_threads_of_the_runs():
 
     results = dataset_rows([run(5, torch_threads=2, gpu_peak_memory_mb=None), run(15, torch_threads=1)])
     results[0]["config"] = {"precision": "bf16-mixed"}
-    assert run_conditions(results) == ("- Precision bf16-mixed; device cpu; torch threads 1, 2 (from the runs' config.yaml "
-                                       "and metrics.json).")
+    assert run_conditions(results) == ("- Precision bf16-mixed; device cpu; torch threads 1, 2 (the table's config and the "
+                                       "runs' metrics.json).")

@@ -53,3 +53,22 @@ def test_report_tabulates_each_dataset_and_the_mean_over_datasets(tmp_path, monk
     assert "| 10, 10 |" in silhouette and "0.9000 ± 0.0000" in silhouette
     assert "## toy (seeds 5, 15; the runs' metrics.json: select final, silhouette)" in text and "Mean over the 1 datasets" in text
     assert "- Precision 32-true, torch threads 2 (from the runs'" in text  # the runs' own, not the command line's
+
+
+def test_a_dataset_still_running_is_shown_but_not_in_the_mean_over_datasets(tmp_path, monkeypatch):
+    for seed in (5, 15):
+        for schedule in keep_found.SCHEDULES:
+            write_run(tmp_path, schedule, seed, history(aris=[0.5, 0.5], live_aris=[0.5, 0.5], silhouettes=[0.2, 0.1],
+                                                        live_silhouettes=[0.1, 0.2], chs=[1.0, 2.0]))
+    partial = keep_found.run_dir(tmp_path, "late", "constant", 5)  # one schedule, one seed so far
+    partial.mkdir(parents=True)
+    pd.DataFrame(history(aris=[0.9, 0.9], live_aris=[0.9, 0.9], silhouettes=[0.2, 0.1], live_silhouettes=[0.1, 0.2],
+                         chs=[1.0, 2.0])).to_csv(partial / "history.csv", index=False)
+    (partial / "metrics.json").write_text(json.dumps({"seed": 5}))
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    monkeypatch.setattr(sys, "argv", ["keep_found.py"])
+    text = keep_found.report(args)
+    assert "## late (seeds 5; the runs' metrics.json: select not recorded; in progress, not in the mean" in text
+    assert "Mean over the 1 datasets (toy)" in text
+    mean_row = next(line for line in text.split("## Over the datasets")[1].splitlines() if line.startswith("| constant | live | final |"))
+    assert "| 0.5000 |" in mean_row  # the partial dataset's 0.9 is not in it

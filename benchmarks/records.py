@@ -16,6 +16,8 @@ runs back. This script copies only the small text files a table is rendered from
 A restored run directory holds ``config.yaml`` and ``metrics.json``, which is what the launchers
 (``scrcl.experiments.ablate``, ``scrcl.experiments.sweep``) and ``paper_table.py`` / ``spatial_table.py`` read to count a
 trial as finished with the same settings and to render its row; they run only what is missing.
+Saved records name no path of the machine that ran them: the data directory is written as ``$SCRCL_DATA_DIR`` and
+paths inside the repository relative to it (a run's ``output``, say); a saved file is compared in that form.
 Nothing is overwritten: a file that exists on both sides with different contents stops the copy
 with one line naming it (a run was redone with other results, or the settings changed), and a
 run directory that holds an unfinished run (a checkpoint, no metrics.json) is not restored over.
@@ -23,8 +25,6 @@ run directory that holds an unfinished run (a checkpoint, no metrics.json) is no
 from __future__ import annotations
 
 import argparse
-import filecmp
-import shutil
 import sys
 from pathlib import Path
 
@@ -61,17 +61,35 @@ def unfinished(run_dir: Path) -> bool:
     return run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "metrics.json").exists()
 
 
-def copy_records(src: Path, dst: Path, only: str | None = None, *, restoring: bool) -> tuple[int, int]:
+def portable(text: str, data_dir: Path, root: Path = ROOT) -> str:
+    """A record's text without this machine's paths: the data directory as ``$SCRCL_DATA_DIR``, then the repository
+    root dropped (its paths become relative). Resolved and given spellings both count."""
+    for path, shown in ((data_dir, "$SCRCL_DATA_DIR"), (root, ".")):
+        for spelling in sorted({str(path.resolve()), str(path.absolute())}, key=len, reverse=True):
+            text = text.replace(spelling + "/", "" if shown == "." else shown + "/").replace(spelling, shown)
+    return text
+
+
+def copy_records(src: Path, dst: Path, only: str | None = None, *, restoring: bool, data_dir: Path | None = None) -> tuple[int, int]:
     """Copy the record files from ``src`` to ``dst``; returns (copied, already there).
 
-    Checks every file before copying any, so a clash leaves ``dst`` as it was."""
+    Saving (``restoring`` false) writes each file through :func:`portable`. Checks every file before copying any, so a
+    clash leaves ``dst`` as it was."""
+    from datamodules.loading import resolve_data_dir
+
+    data_dir = resolve_data_dir(data_dir)
     files = record_files(src, only)
     todo = []
     same = 0
+
+    def content(rel: Path) -> str:
+        text = (src / rel).read_text()
+        return text if restoring else portable(text, data_dir)
+
     for rel in files:
         target = dst / rel
         if target.exists():
-            if filecmp.cmp(src / rel, target, shallow=False):
+            if target.read_text() == content(rel):
                 same += 1
                 continue
             raise UserError(f"{target} differs from {src / rel}; compare them, then move one away and run again")
@@ -82,7 +100,7 @@ def copy_records(src: Path, dst: Path, only: str | None = None, *, restoring: bo
     for rel in todo:
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dst / rel) as tmp:
-            shutil.copyfile(src / rel, tmp)
+            Path(tmp).write_text(content(rel))
     return len(todo), same
 
 

@@ -101,3 +101,20 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     proc = cli(*[a.format(tmp=tmp_path) for a in args], "--records", tmp_path / "recs")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "recs").exists()
+
+
+def test_saved_records_name_no_path_of_this_machine_and_a_second_save_finds_them_the_same(tmp_path, capsys, monkeypatch):
+    data_dir, runs, recs = tmp_path / "data", tmp_path / "runs", tmp_path / "records"
+    run = runs / "paper_table" / "pollen" / "seed5"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"output: {records.ROOT / 'runs' / 'paper_table'}\ndata_dir: {data_dir}\n")
+    (run / "metrics.json").write_text(json.dumps({"data": {"files": {"data": f"{data_dir}/derived/Pollen_SIMLR.h5ad"}}}))
+    args = ["save", "--runs", str(runs), "--records", str(recs)]
+    monkeypatch.setenv("SCRCL_DATA_DIR", str(data_dir))
+    assert records.main(args) == 0
+    assert records.main(args) == 0  # compared in the saved form: the same, nothing copied
+    assert "save: 0 file(s) copied" in capsys.readouterr().out.splitlines()[-1]
+    saved = recs / "paper_table" / "pollen" / "seed5"
+    assert (saved / "config.yaml").read_text() == "output: runs/paper_table\ndata_dir: $SCRCL_DATA_DIR\n"
+    assert json.loads((saved / "metrics.json").read_text())["data"]["files"]["data"] == "$SCRCL_DATA_DIR/derived/Pollen_SIMLR.h5ad"
+    assert str(tmp_path) not in (saved / "config.yaml").read_text() + (saved / "metrics.json").read_text()

@@ -504,6 +504,10 @@ def report(rows, trainer, sparse, args, info, elapsed_s: float, command: str) ->
     for lo, hi in zip(sizes, sizes[1:]):
         per_cell = (by_n[hi]["peak_mb"] - by_n[lo]["peak_mb"]) / (hi - lo)
         lines.append(f"- {lo} → {hi}: {per_cell:.3f} MB per cell")
+    gpu = {n: r["gpu_peak_mb"] for n, r in by_n.items() if r.get("gpu_peak_mb") is not None}
+    if gpu:
+        lines += ["", "GPU memory (`torch.cuda.max_memory_allocated`, the training process):", ""]
+        lines += [f"- N = {n}: peak {mb:.0f} MB ({mb / n:.3f} MB per cell)" for n, mb in sorted(gpu.items())]
     lines += ["", "## Through the real Trainer path", ""]
     if trainer:
         lines.append(

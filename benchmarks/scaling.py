@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from datamodules.datamodule import ScRCLDataModule
 from datamodules.registry import DATA_DIR_HELP
 from scrcl.experiments.tables import parse_sets
-from scrcl.experiments.timing import first_optimizer, timed_epoch
+from scrcl.experiments.timing import autocast_dtype, first_optimizer, timed_epoch
 from scrcl.train.module import build_module
 from scrcl.train.loggers import quiet_libraries
 from scrcl.errors import UserError, run_entry  # noqa: E402
@@ -183,8 +183,7 @@ def worker_train(args, work: Path) -> dict:
     module.train()
     batch = datamodule.batch.to(device)
     optimizer = first_optimizer(module.configure_optimizers())
-    low = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(config["precision"])  # as the Trainer's autocast
-    epochs = [timed_epoch(module, optimizer, batch, device, low) for _ in range(args.warmup + args.epochs)]
+    epochs = [timed_epoch(module, optimizer, batch, device, autocast_dtype(config["precision"])) for _ in range(args.warmup + args.epochs)]
     timed = epochs[args.warmup:]
     medians = {key: statistics.median(e[key] for e in timed) for key in ("total_s", "encoders_s", "losses_s", "optimiser_s")}
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None

@@ -25,7 +25,7 @@ from pathlib import Path
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import code_version, machine, parse_sets
-from scrcl.experiments.timing import clock, first_optimizer, saved_for_backward_bytes, timed_epoch
+from scrcl.experiments.timing import autocast_dtype, clock, first_optimizer, saved_for_backward_bytes, timed_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("| date | dataset | cells | d | device | precision | threads | epoch s | encoders s | objective s | optimiser s "
@@ -63,7 +63,7 @@ def measure(args) -> dict:
     module.train()
     batch = datamodule.batch.to(device)
     optimizer = first_optimizer(module.configure_optimizers())
-    low = torch.bfloat16 if args.precision == "bf16-mixed" else torch.float16 if args.precision == "16-mixed" else None
+    low = autocast_dtype(args.precision)
     steps = [timed_epoch(module, optimizer, batch, device, low) for _ in range(epochs)][args.warmup:]
     step = {k: statistics.median(s[k] for s in steps) for k in ("total_s", "encoders_s", "losses_s", "optimiser_s")}
     evaluations = []

@@ -60,18 +60,14 @@ def plain_hea_ndc(e_m, e_g, graph, tau: float):
 
 
 def dense_hea_ndc(e_m, e_g, graph, tau: float):
-    """The paper's form in float64: κ as an N × N matrix (``kappa_matrix``), HEA by its logarithms."""
-    import torch
+    """The paper's form in float64: NDC with κ as an N × N matrix (the project's ``ndc_loss(impl="dense")``), HEA by
+    its logarithms (the project has no dense HEA)."""
     import torch.nn.functional as F
 
-    from scrcl.model.losses import kappa_matrix
+    from scrcl.model.losses import ndc_loss
 
     x, y = e_m.double(), e_g.double()
-    n = x.shape[0]
-    kappa = kappa_matrix(x, y, tau)
-    eye = torch.eye(n, dtype=torch.float64)
-    a_tilde = graph.to_dense().double() + eye
-    ndc = ((kappa * a_tilde).sum(1) / a_tilde.sum(1) / ((kappa * (1 - eye)).sum(1) / (n - 1))).mean()
+    ndc = ndc_loss(x, y, graph, tau, impl="dense")
     lp, lq = F.log_softmax(x.flatten() / tau, 0), F.log_softmax(y.flatten() / tau, 0)
     glob = ((lp.exp() - lq.exp()) * (lp - lq)).sum()
     rp, rq = F.log_softmax(x / tau, 1), F.log_softmax(y / tau, 1)
@@ -80,32 +76,34 @@ def dense_hea_ndc(e_m, e_g, graph, tau: float):
 
 
 def measure(form, e_m, e_g, graph, tau: float, alpha: float, repeats: int, held: int = 0):
-    """Loss terms, gradients, median seconds of forward + backward, and the bytes saved for backward (``held``: what
-    the form keeps for its backward pass outside autograd's saved tensors, which the hooks do not see)."""
-    import torch
+    """Loss terms, gradients, median seconds of forward + backward, and the bytes saved for backward besides the two
+    inputs (``held``: what the form keeps for its backward pass outside autograd's saved tensors, which the hooks of
+    ``scrcl.experiments.timing.saved_bytes`` do not see)."""
+    from scrcl.experiments.timing import saved_bytes
+
+    def inputs():
+        return e_m.detach().requires_grad_(), e_g.detach().requires_grad_()
 
     def step():
-        a, b = e_m.detach().requires_grad_(), e_g.detach().requires_grad_()
+        a, b = inputs()
         hea, ndc = form(a, b, graph, tau)
         (hea + alpha * ndc).backward()
         return hea.detach(), ndc.detach(), a.grad, b.grad
 
-    seen: dict = {}
+    result = step()
+    a, b = inputs()
 
-    def pack(tensor):
-        if tensor.layout == torch.strided:
-            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
+    def objective():
+        hea, ndc = form(a, b, graph, tau)
+        return hea + alpha * ndc
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        result = step()
-    inputs = 2 * e_m.numel() * e_m.element_size()  # e_m and e_g themselves: held by the network's graph anyway
+    saved = saved_bytes(objective, skip=(a, b)) + held
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return result, statistics.median(times) if times else float("nan"), max(sum(seen.values()) - inputs, 0) + held
+    return result, statistics.median(times) if times else float("nan"), saved
 
 
 def errors(result, reference) -> dict:

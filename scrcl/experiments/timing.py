@@ -23,6 +23,13 @@ def first_optimizer(configured):
     return configured
 
 
+def autocast_dtype(precision: str):
+    """The dtype the Trainer's ``precision`` runs the forward pass in under autocast (None for full precision)."""
+    import torch
+
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+
+
 def _autocast(device, dtype):
     """torch's autocast on ``device`` in ``dtype``, as ``--precision bf16-mixed`` runs the forward pass; none for None."""
     import contextlib
@@ -68,21 +75,34 @@ def saved_for_backward_bytes(module, batch, autocast_dtype=None) -> int:
     weights and the constant graphs not): the activation memory that grows with the number of cells. Counted with
     torch's ``saved_tensors_hooks``; under activation checkpointing (``recompute``) what the checkpointed views
     recompute is not held, and is not counted."""
+    device = next(module.parameters()).device
+
+    def step():
+        with _autocast(device, autocast_dtype):
+            return module.objective(module.model(batch), batch.cell_graph)["loss"]
+
+    saved = saved_bytes(step, skip=module.parameters())
+    module.zero_grad(set_to_none=True)
+    return saved
+
+
+def saved_bytes(loss_fn, skip=()) -> int:
+    """Bytes autograd holds for the backward pass of ``loss_fn()`` (a scalar), each storage counted once, the storages
+    of the tensors in ``skip`` (e.g. the weights) not; runs the backward pass. Counted with torch's
+    ``saved_tensors_hooks``: what a custom autograd function keeps on its context outside ``save_for_backward`` is not
+    seen."""
     import torch
 
     seen: dict = {}
-    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    skipped = {t.untyped_storage().data_ptr() for t in skip}
 
     def pack(tensor):
-        if tensor.layout == torch.strided and tensor.untyped_storage().data_ptr() not in weights:
+        if tensor.layout == torch.strided and tensor.untyped_storage().data_ptr() not in skipped:
             storage = tensor.untyped_storage()
             seen[(storage.data_ptr(), tensor.device)] = storage.nbytes()
         return tensor
 
-    device = next(module.parameters()).device
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), _autocast(device, autocast_dtype):
-        out = module.model(batch)
-        terms = module.objective(out, batch.cell_graph)
-    terms["loss"].backward()
-    module.zero_grad(set_to_none=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = loss_fn()
+    loss.backward()
     return sum(seen.values())

@@ -20,6 +20,7 @@ best-epoch-by-label figures (``oracle_*`` of metrics.json) go to a separate tabl
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -84,6 +85,7 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
         f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
         f"- Runs: `{shown_path(runs_dir)}/<dataset>/seed<s>/` (config.yaml, metrics.json, history.csv, result.h5ad)",
+        *linked_runs_line(results),
         f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
         + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
            if any(r["seeds"] != seeds for r in results) else "")
@@ -106,6 +108,15 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
     return "\n".join(lines) + "\n"
 
 
+def linked_runs_line(results: list[dict]) -> list[str]:
+    """A line naming the run directories that are links to another study's runs (their settings were checked)."""
+    linked = [f"{r['dataset']} seed {seed} → `{target}`" for r in results for seed, target in r.get("linked", {}).items()]
+    if not linked:
+        return []
+    return ["- Runs that are links to another study's run directory with the same settings (checked against this "
+            "table's config), not runs of their own: " + "; ".join(linked)]
+
+
 def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:
     """Every seed of one dataset: scRCL runs (or their existing metrics) and the baselines."""
     config = table_config(name, args.epochs, sets, args.data_dir)
@@ -113,10 +124,13 @@ def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:
     datamodule.setup("fit")
     if not datamodule.has_labels:
         raise UserError(f"dataset '{name}' has no labels to score; leave it out of --datasets")
-    rows = {"dataset": name, "config": config, "seeds": list(seeds), "scrcl": [], "baselines": []}
+    rows = {"dataset": name, "config": config, "seeds": list(seeds), "scrcl": [], "baselines": [], "linked": {}}
     for seed in seeds:
+        run_dir = args.runs_dir / name / f"seed{seed}"
+        if run_dir.is_symlink():
+            rows["linked"][seed] = os.readlink(run_dir)
         rows["baselines"].append(baselines(datamodule, config, seed, args.runs_dir))
-        rows["scrcl"].append(scrcl_run(config, args.runs_dir / name / f"seed{seed}", args.runs_dir, seed, args.keep_checkpoints))
+        rows["scrcl"].append(scrcl_run(config, run_dir, args.runs_dir, seed, args.keep_checkpoints))
         b, m = rows["baselines"][-1], rows["scrcl"][-1]
         print(f"{name} seed {seed}: scRCL ARI {m['ari']:.4f} | PCA+k-means ARI {b['pca_kmeans']['ari']:.4f} | "
               f"Leiden ARI {b['leiden']['ari']:.4f}", flush=True)

@@ -73,8 +73,11 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
     label = run_dir.relative_to(runs_dir)
     if metrics_path.exists():
         check_same_settings(run_dir, config)
+        done = json.loads(metrics_path.read_text())
+        if done.get("seed") != seed:
+            raise UserError(f"{run_dir} holds a run of seed {done.get('seed')}, not seed {seed}; link or move the right run there")
         print(f"{label}: done before, reading {metrics_path}", flush=True)
-        return json.loads(metrics_path.read_text())
+        return done
     config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": str(label)}
     resume = run_dir if run_dir.exists() and any(run_dir.iterdir()) else None
     if resume is not None:

@@ -236,7 +236,7 @@ def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
     assert linked.returncode == 0, linked.stderr[-3000:]
     text = (tmp_path / "RESULTS.md").read_text()
     assert _row(text, "pbmc68k", "scRCL (best silhouette, no labels)")[5:10] == ours[5:10]
-    assert f"links to another study's run directory" in text and f"pbmc68k seed 5 → `{elsewhere}`" in text
+    assert "links to another study's run directory" in text and f"pbmc68k seed 5 → `{elsewhere}`" in text
     (tmp_path / "runs" / "pbmc68k" / "seed15").symlink_to(elsewhere)  # seed 5's run where seed 15 belongs
     wrong_seed = script("benchmarks/paper_table.py", *[("5,15" if a == "5" else a) for a in args], cwd=tmp_path, data_dir=data_dir)
     one_line_error(wrong_seed, "seed 5, not seed 15")

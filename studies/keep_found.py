@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, run_entry
+from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.eval.metrics import mean_std_text
 from scrcl.experiments.tables import code_version, machine
 from scrcl.train.config import parse_seeds
@@ -168,13 +168,19 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default: each dataset's config (500)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "keep_found")
     parser.add_argument("--output", type=Path, default=ROOT / "studies" / "results" / "keep_found.md")
+    parser.add_argument("--schedules", default=",".join(SCHEDULES),
+                        help="which runs to make (comma-separated, of constant, cosine); the table reads every finished run")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     args.command = "python studies/keep_found.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
+    unknown = sorted(set(schedules) - set(SCHEDULES))
+    if unknown or not schedules:
+        raise UserError(f"--schedules takes {' and/or '.join(SCHEDULES)}, got {args.schedules!r}")
     if not args.report_only:
         for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
             for seed in parse_seeds(args.seeds):
-                for schedule in SCHEDULES:
+                for schedule in schedules:
                     train(args, dataset, schedule, seed)
             atomic_write_text(args.output, report(args))  # after each dataset: the table so far
     atomic_write_text(args.output, report(args))

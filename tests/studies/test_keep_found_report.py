@@ -7,8 +7,8 @@ import json
 import sys
 
 import pandas as pd
-import pytest
 
+from scrcl.errors import run_entry
 from studies import keep_found
 
 
@@ -72,3 +72,18 @@ def test_a_dataset_still_running_is_shown_but_not_in_the_mean_over_datasets(tmp_
     assert "Mean over the 1 datasets (toy)" in text
     mean_row = next(line for line in text.split("## Over the datasets")[1].splitlines() if line.startswith("| constant | live | final |"))
     assert "| 0.5000 |" in mean_row  # the partial dataset's 0.9 is not in it
+
+
+def test_schedules_chooses_which_runs_are_made_and_a_wrong_one_is_one_line(tmp_path, monkeypatch, capsys):
+    made = []
+    monkeypatch.setattr(keep_found, "train", lambda args, dataset, schedule, seed: made.append((dataset, schedule, seed)))
+    common = ["--datasets", "toy", "--seeds", "5,15", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "out.md")]
+    assert keep_found.main([*common, "--schedules", "constant"]) == 0
+    assert made == [("toy", "constant", 5), ("toy", "constant", 15)]
+    made.clear()
+    assert keep_found.main(common) == 0  # both by default
+    assert made == [("toy", s, seed) for seed in (5, 15) for s in keep_found.SCHEDULES]
+    made.clear()
+    assert run_entry(keep_found.main, [*common, "--schedules", "constant,linear"]) == 2 and made == []
+    err = capsys.readouterr().err.strip()
+    assert "--schedules takes constant and/or cosine, got 'constant,linear'" in err and "\n" not in err

@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""How long a user waits before training starts: ``train.py --help``, and a run's start-up on a cold and a warm cache.
+
+  python benchmarks/startup.py --dataset pbmc10x
+  python benchmarks/startup.py --dataset pollen --repeats 5 --output scratch.md
+
+``train.py --help``, ``python -c "import lightning"`` and ``python -c "import scrcl.train.run"`` (the training code
+and everything it imports) are timed ``--repeats`` times each (medians). Then ``train.py --dataset NAME --epochs 1`` runs twice as a
+user would launch it, with a fresh cache directory: the first run builds the preprocessed data and graphs (a cache
+miss), the second reads them (a hit). Each run's start-up, launch to the start of training, is its wall time less
+the training the run itself recorded (``train_seconds`` of metrics.json: the epoch, its evaluation, Lightning's
+loop); writing the results is left in it, so the figure is an upper bound. One JSON line is printed and one row per
+run appended to ``benchmarks/results/startup.md``. The dataset's own config applies; ``--set key=value`` overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scrcl.atomic import atomic_write_text
+from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.experiments.tables import code_version, machine
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = ("| date | dataset | threads | `--help` s | `import lightning` s | `import scrcl.train.run` s | run | cache | wall s "
+          "| training s (metrics.json) | launch to training, at most s | code | machine |")
+
+
+def launched(command: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise UserError(f"{shlex.join(command)} failed (exit {done.returncode}): {(done.stderr.strip().splitlines() or [''])[-1]}")
+    return seconds, done
+
+
+def flags(sets: list[str]) -> list[str]:
+    """``--set key=value`` as train.py's own flags (``--key=value``)."""
+    out = []
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes key=value, got {item!r}")
+        out.append(f"--{key.strip().replace('_', '-')}={value}")
+    return out
+
+
+def measure(args) -> dict:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    if args.data_dir:
+        env["SCRCL_DATA_DIR"] = str(args.data_dir)
+    helps = [launched(["train.py", "--help"], env)[0] for _ in range(args.repeats)]
+    # what importing costs before anything of ours runs: Lightning (with torch), and the training code with all it imports
+    imports = {name: statistics.median(launched(["-c", f"import {module}"], env)[0] for _ in range(args.repeats))
+               for name, module in (("lightning", "lightning"), ("training_code", "scrcl.train.run"))}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="scrcl-startup-") as scratch:
+        env["SCRCL_CACHE_DIR"] = str(Path(scratch) / "cache")  # a cold cache for the first run, warm for the second
+        for name in ("first", "second"):
+            command = ["train.py", "--dataset", args.dataset, "--epochs", "1", "--logger", "none", "--no-umap",
+                       "--no-progress", "--output", str(Path(scratch) / "runs"), "--run-name", name,
+                       *args.flags]
+            wall, _ = launched(command, env)
+            metrics = json.loads((Path(scratch) / "runs" / name / "metrics.json").read_text())
+            runs.append({"run": name, "cache": metrics["data"]["setup"].get("cache", "not recorded"), "wall_s": wall,
+                         "train_s": metrics["train_seconds"], "startup_s": wall - metrics["train_seconds"],
+                         "threads": metrics.get("torch_threads")})
+    return {"dataset": args.dataset, "help_s": statistics.median(helps), "import_s": imports, "runs": runs, "code": code_version(ROOT),
+            "machine": machine()}
+
+
+def append_rows(path: Path, result: dict, command: str) -> None:
+    lines = path.read_text().splitlines() if path.exists() else [
+        "# Start-up (benchmarks/startup.py)", "",
+        "Launch to the start of training: wall time of `train.py --dataset NAME --epochs 1` less the training its "
+        "metrics.json records (so writing the results is counted in: an upper bound). First run: a fresh cache "
+        "directory (a miss); second run: the same cache (a hit). The import columns: a fresh interpreter importing "
+        "Lightning (torch included), and the training code with everything it imports (medians).", "",
+        HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for run in result["runs"]:
+        lines.append(f"| {date} | {result['dataset']} | {run['threads']} | {result['help_s']:.2f} | "
+                     f"{result['import_s']['lightning']:.2f} | {result['import_s']['training_code']:.2f} | {run['run']} | {run['cache']} | "
+                     f"{run['wall_s']:.1f} | {run['train_s']:.1f} | {run['startup_s']:.1f} | {result['code']} | "
+                     f"{result['machine']} | <!-- {command} -->")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = CommandLineParser(prog="startup.py", command="python benchmarks/startup.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="pbmc10x")
+    parser.add_argument("--repeats", type=int, default=3, help="timings of train.py --help (median)")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: as set)")
+    parser.add_argument("--set", action="append", default=[], help="config override key=value for both runs")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "startup.md")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
+    args.flags = flags(args.set)
+    command = "python benchmarks/startup.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    result = measure(args)
+    append_rows(args.output, result, command)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_entry(main))

@@ -20,7 +20,7 @@ best-epoch-by-label figures (``oracle_*`` of metrics.json) go to a separate tabl
 
 from __future__ import annotations
 
-import os
+import json
 import shlex
 import sys
 import time
@@ -117,6 +117,27 @@ def linked_runs_line(results: list[dict]) -> list[str]:
             "table's config), not runs of their own: " + "; ".join(linked)]
 
 
+def linked_runs(dataset_dir: Path, seeds: list[int]) -> dict[int, str]:
+    """The seeds whose run directory is a link to another study's run, with where it leads (as results files show
+    paths). A link must lead to a finished run of that seed: the table neither trains in another study's directory
+    nor counts a run of another seed. Checked before any work is done."""
+    linked = {}
+    for seed in seeds:
+        run_dir = dataset_dir / f"seed{seed}"
+        if not run_dir.is_symlink():
+            continue
+        target = run_dir.resolve()
+        metrics = target / "metrics.json"
+        if not metrics.exists():
+            raise UserError(f"{run_dir} links to {target}, which holds no finished run; finish it in its own study or "
+                            "remove the link")
+        found = json.loads(metrics.read_text()).get("seed")
+        if found != seed:
+            raise UserError(f"{run_dir} links to a run of seed {found}, not seed {seed}; link the right run or remove the link")
+        linked[seed] = shown_path(target)
+    return linked
+
+
 def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:
     """Every seed of one dataset: scRCL runs (or their existing metrics) and the baselines."""
     config = table_config(name, args.epochs, sets, args.data_dir)
@@ -124,11 +145,10 @@ def table_rows(name: str, args, seeds: list[int], sets: dict) -> dict:
     datamodule.setup("fit")
     if not datamodule.has_labels:
         raise UserError(f"dataset '{name}' has no labels to score; leave it out of --datasets")
-    rows = {"dataset": name, "config": config, "seeds": list(seeds), "scrcl": [], "baselines": [], "linked": {}}
+    rows = {"dataset": name, "config": config, "seeds": list(seeds), "scrcl": [], "baselines": [],
+            "linked": linked_runs(args.runs_dir / name, seeds)}
     for seed in seeds:
         run_dir = args.runs_dir / name / f"seed{seed}"
-        if run_dir.is_symlink():
-            rows["linked"][seed] = os.readlink(run_dir)
         rows["baselines"].append(baselines(datamodule, config, seed, args.runs_dir))
         rows["scrcl"].append(scrcl_run(config, run_dir, args.runs_dir, seed, args.keep_checkpoints))
         b, m = rows["baselines"][-1], rows["scrcl"][-1]

@@ -81,7 +81,12 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
     config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": str(label)}
     resume = run_dir if run_dir.exists() and any(run_dir.iterdir()) else None
     if resume is not None:
+        import yaml
+
         check_same_settings(run_dir, config)
+        started = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("seed") if (run_dir / "config.yaml").exists() else seed
+        if started != seed:
+            raise UserError(f"{run_dir} holds a run of seed {started}, not seed {seed}; move it or remove it")
     runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))
     if not keep_checkpoints:  # at d = 1500 each is ~170 MB; the finished run does not need it
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

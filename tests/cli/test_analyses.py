@@ -227,7 +227,8 @@ def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
     assert _row(text, "pbmc68k", "scRCL (best silhouette, no labels)")[5:10] == ours[5:10]
     assert "over seeds 5, 15 (other seeds where the note says so: pbmc68k)" in text
 
-    # A run linked in from another study's directory counts once its settings match, and the table says it is a link.
+    # A run linked in from another study's directory counts once its settings match, and the table says it is a link
+    # (as a path relative to where the table was made, like every path in a results file).
     elsewhere = tmp_path / "other_study" / "pbmc68k-seed5"
     elsewhere.parent.mkdir()
     (tmp_path / "runs" / "pbmc68k" / "seed5").rename(elsewhere)
@@ -236,11 +237,20 @@ def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
     assert linked.returncode == 0, linked.stderr[-3000:]
     text = (tmp_path / "RESULTS.md").read_text()
     assert _row(text, "pbmc68k", "scRCL (best silhouette, no labels)")[5:10] == ours[5:10]
-    assert "links to another study's run directory" in text and f"pbmc68k seed 5 → `{elsewhere}`" in text
-    (tmp_path / "runs" / "pbmc68k" / "seed15").symlink_to(elsewhere)  # seed 5's run where seed 15 belongs
-    wrong_seed = script("benchmarks/paper_table.py", *[("5,15" if a == "5" else a) for a in args], cwd=tmp_path, data_dir=data_dir)
-    one_line_error(wrong_seed, "seed 5, not seed 15")
-    (tmp_path / "runs" / "pbmc68k" / "seed15").unlink()
+    assert "links to another study's run directory" in text and "pbmc68k seed 5 → `other_study/pbmc68k-seed5`" in text
+    assert str(tmp_path) not in next(line for line in text.splitlines() if "links to another study's" in line)
+    # A link to a run of another seed, or to an unfinished run, is refused before any work (no baselines computed).
+    seed15 = tmp_path / "runs" / "pbmc68k" / "seed15"
+    seed15.symlink_to(elsewhere)
+    with_15 = [("5,15" if a == "5" else a) for a in args]
+    one_line_error(script("benchmarks/paper_table.py", *with_15, cwd=tmp_path, data_dir=data_dir), "seed 5, not seed 15")
+    unfinished = tmp_path / "other_study" / "unfinished"
+    unfinished.mkdir()
+    seed15.unlink()
+    seed15.symlink_to(unfinished)
+    one_line_error(script("benchmarks/paper_table.py", *with_15, cwd=tmp_path, data_dir=data_dir), "holds no finished run")
+    assert not (tmp_path / "runs" / "pbmc68k" / "baselines_seed15.json").exists() and not any(unfinished.iterdir())
+    seed15.unlink()
 
     changed = [("3" if a == "2" else a) for a in args]  # --epochs 3 against runs made with 2
     other = script("benchmarks/paper_table.py", *changed, cwd=tmp_path, data_dir=data_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scrcl.experiments.tables import method_rows
 
 
@@ -37,3 +39,18 @@ def test_the_header_states_precision_device_and_threads_of_the_runs():
     results[0]["config"] = {"precision": "bf16-mixed"}
     assert run_conditions(results) == ("- Precision bf16-mixed; device cpu; torch threads 1, 2 (the table's config and the "
                                        "runs' metrics.json).")
+
+
+def test_a_half_done_run_of_another_seed_is_not_resumed_as_this_seed(tmp_path):
+    import yaml
+
+    from scrcl.errors import UserError
+    from scrcl.experiments.tables import scrcl_run, table_config
+
+    config = table_config("pbmc68k", 2, {}, None)
+    run_dir = tmp_path / "pbmc68k" / "seed15"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seed": 5}))  # seed 5 began here, was stopped
+    with pytest.raises(UserError, match="holds a run of seed 5, not seed 15"):
+        scrcl_run(config, run_dir, tmp_path, 15, keep_checkpoints=False)
+    assert (run_dir / "checkpoints").exists()

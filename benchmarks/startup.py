@@ -4,8 +4,8 @@
   python benchmarks/startup.py --dataset pbmc10x
   python benchmarks/startup.py --dataset pollen --repeats 5 --output scratch.md
 
-``train.py --help``, ``python -c "import lightning"`` and ``python -c "import scrcl.train.run"`` (the training code
-and everything it imports) are timed ``--repeats`` times each (medians). Then ``train.py --dataset NAME --epochs 1`` runs twice as a
+``train.py --help`` and, each in a fresh interpreter, importing torch, PyTorch Geometric, Lightning and every module a
+warm-cache run imports are timed ``--repeats`` times each (medians). Then ``train.py --dataset NAME --epochs 1`` runs twice as a
 user would launch it, with a fresh cache directory: the first run builds the preprocessed data and graphs (a cache
 miss), the second reads them (a hit). Each run's start-up, launch to the start of training, is its wall time less
 the training the run itself recorded (``train_seconds`` of metrics.json: the epoch, its evaluation, Lightning's
@@ -27,11 +27,14 @@ from pathlib import Path
 
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
-from scrcl.experiments.tables import code_version, machine
+from scrcl.experiments.tables import code_version, machine, parse_sets
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = ("| date | dataset | threads | `--help` s | `import lightning` s | `import scrcl.train.run` s | run | cache | wall s "
-          "| training s (metrics.json) | launch to training, at most s | code | machine |")
+IMPORTS = {"torch": "torch", "torch_geometric": "torch_geometric", "lightning": "lightning",
+           "run": "scrcl.train.run, datamodules.datamodule, scrcl.train.results, scrcl.eval.clustering, anndata"}
+HEADER = ("| date | dataset | threads | `--help` s | import torch s | import torch_geometric s | import lightning s "
+          "| import what a run imports s | run | cache | wall s | training s (metrics.json) | launch to training, at most s "
+          "| code | machine |")
 
 
 def launched(command: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
@@ -61,9 +64,10 @@ def measure(args) -> dict:
     if args.data_dir:
         env["SCRCL_DATA_DIR"] = str(args.data_dir)
     helps = [launched(["train.py", "--help"], env)[0] for _ in range(args.repeats)]
-    # what importing costs before anything of ours runs: Lightning (with torch), and the training code with all it imports
-    imports = {name: statistics.median(launched(["-c", f"import {module}"], env)[0] for _ in range(args.repeats))
-               for name, module in (("lightning", "lightning"), ("training_code", "scrcl.train.run"))}
+    # what importing costs before anything of ours runs: torch, PyG, Lightning (torch included), and every module a
+    # warm-cache run imports (the training code, the data module, the evaluation, anndata for the cache)
+    imports = {name: statistics.median(launched(["-c", f"import {modules}"], env)[0] for _ in range(args.repeats))
+               for name, modules in IMPORTS.items()}
     runs = []
     with tempfile.TemporaryDirectory(prefix="scrcl-startup-") as scratch:
         env["SCRCL_CACHE_DIR"] = str(Path(scratch) / "cache")  # a cold cache for the first run, warm for the second
@@ -86,12 +90,13 @@ def append_rows(path: Path, result: dict, command: str) -> None:
         "Launch to the start of training: wall time of `train.py --dataset NAME --epochs 1` less the training its "
         "metrics.json records (so writing the results is counted in: an upper bound). First run: a fresh cache "
         "directory (a miss); second run: the same cache (a hit). The import columns: a fresh interpreter importing "
-        "Lightning (torch included), and the training code with everything it imports (medians).", "",
+        "torch; PyTorch Geometric; Lightning (each with what it imports, torch included); and every module a warm-cache "
+        "run imports (`" + IMPORTS["run"] + "`). Medians.", "",
         HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for run in result["runs"]:
         lines.append(f"| {date} | {result['dataset']} | {run['threads']} | {result['help_s']:.2f} | "
-                     f"{result['import_s']['lightning']:.2f} | {result['import_s']['training_code']:.2f} | {run['run']} | {run['cache']} | "
+                     + "".join(f"{result['import_s'][name]:.2f} | " for name in IMPORTS) + f"{run['run']} | {run['cache']} | "
                      f"{run['wall_s']:.1f} | {run['train_s']:.1f} | {run['startup_s']:.1f} | {result['code']} | "
                      f"{result['machine']} | <!-- {command} -->")
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -100,7 +105,7 @@ def append_rows(path: Path, result: dict, command: str) -> None:
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="startup.py", command="python benchmarks/startup.py", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="pbmc10x")
-    parser.add_argument("--repeats", type=int, default=3, help="timings of train.py --help (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings of train.py --help and of each import (medians)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: as set)")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for both runs")
     parser.add_argument("--data-dir", default=None)
@@ -108,7 +113,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
     args.flags = flags(args.set)
+    from datamodules.loading import resolve_data_dir
+    from scrcl.train.config import resolve_config
+
+    # the dataset and the overrides are checked here, in one line, before a minute of timings
+    resolve_config(dataset=args.dataset, overrides=parse_sets(args.set))
+    args.data_dir = resolve_data_dir(args.data_dir).resolve()  # absolute: the runs start in the repository root
+    from datamodules.registry import get_spec
+    from scrcl.experiments.tables import local_datasets
+
+    if get_spec(args.dataset).name not in local_datasets(str(args.data_dir), "all"):  # a download would count as start-up
+        raise UserError(f"dataset '{args.dataset}' is not in {args.data_dir}; fetch it first (python train.py --dataset "
+                        f"{args.dataset} --epochs 1 downloads it) or pass --data-dir")
     command = "python benchmarks/startup.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     result = measure(args)
     append_rows(args.output, result, command)

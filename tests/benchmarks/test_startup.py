@@ -24,13 +24,16 @@ def test_startup_times_a_cold_and_a_warm_start(data_dir, tmp_path):
     assert (first["cache"], second["cache"]) == ("miss", "hit")  # a fresh cache directory, then the same one
     for run in result["runs"]:
         assert 0 < run["train_s"] < run["wall_s"] and run["startup_s"] == pytest.approx(run["wall_s"] - run["train_s"])
-    assert 0 < result["help_s"] and 0 < result["import_s"]["lightning"] <= result["import_s"]["training_code"] * 1.5
+    imports = result["import_s"]
+    assert 0 < result["help_s"] and 0 < imports["torch"] < imports["lightning"] < imports["run"]  # each includes torch
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 20")]
-    assert [row.split(" | ")[6] for row in rows] == ["first", "second"] and "--dataset pollen" in rows[-1]
+    assert [row.split(" | ")[8] for row in rows] == ["first", "second"] and "--dataset pollen" in rows[-1]
 
 
 def test_startup_refuses_bad_input_in_one_line(tmp_path):
-    for args, fragment in ((["--repeats", "0"], "--repeats must be at least 1"), (["--set", "hidden_dim"], "key=value")):
+    for args, fragment in ((["--repeats", "0"], "--repeats must be at least 1"), (["--set", "hidden_dim"], "key=value"),
+                           (["--dataset", "no_such_set"], "unknown dataset"), (["--set", "no_such_key=1"], "unknown config key"),
+                           (["--dataset", "pollen", "--data-dir", str(tmp_path)], "is not in")):
         done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup.py"), *args, "--output", str(tmp_path / "s.md")],
                               capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert done.returncode == 2 and "Traceback" not in done.stderr and fragment in done.stderr, done.stderr

@@ -7,7 +7,9 @@
 
 An epoch is one full-graph training step. After ``--warmup`` steps, ``--epochs`` steps are timed one by one and the
 median is reported, split into the encoders (forward and backward), the objective (forward and backward), and the
-optimiser step. One evaluation (embedding in eval mode, k-means) is timed on its own (median of 3). Then the same
+optimiser step. One evaluation, as a run makes it, is timed on its own (median of 3): the evaluator's embedding in
+eval mode, k-means, the label-free and the label scores, once per set of weights it clusters (twice with
+``weight_averaging``: the live and the averaged weights). Then the same
 number of epochs runs through the real Trainer (``scrcl.train.run.train_one``: callbacks, logging, one evaluation
 at the end); its time per epoch, less the step and the evaluation, is the Lightning overhead. The dataset's own
 config applies (generic for the local sets); ``--set key=value`` overrides it. Labels play no part.
@@ -29,7 +31,8 @@ from scrcl.experiments.timing import autocast_dtype, clock, first_optimizer, sav
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ("| date | dataset | cells | d | device | precision | threads | epoch s | encoders s | objective s | optimiser s "
-          "| evaluation s | Trainer s/epoch | Lightning overhead s | saved for backward, KB/cell | code | machine |")
+          "| evaluation as a run makes it s | Trainer s/epoch | Lightning overhead s | saved for backward, KB/cell | code "
+          "| machine |")
 
 
 def measure(args) -> dict:
@@ -37,8 +40,8 @@ def measure(args) -> dict:
     import torch
 
     from datamodules.datamodule import ScRCLDataModule
-    from scrcl.eval.clustering import kmeans
     from scrcl.train import run as runner
+    from scrcl.train.callbacks import ClusteringEvaluator
     from scrcl.train.config import resolve_config
     from scrcl.train.loggers import quiet_libraries
     from scrcl.train.module import build_module
@@ -66,11 +69,16 @@ def measure(args) -> dict:
     low = autocast_dtype(args.precision)
     steps = [timed_epoch(module, optimizer, batch, device, low) for _ in range(epochs)][args.warmup:]
     step = {k: statistics.median(s[k] for s in steps) for k in ("total_s", "encoders_s", "losses_s", "optimiser_s")}
+    # one evaluation as the run makes it: the evaluator's own work (embedding, k-means, the spatial vote, the label-free
+    # scores, the label scores), once per set of weights it clusters (the live ones, and the averaged ones if any)
+    evaluator = ClusteringEvaluator(datamodule.batch, datamodule.n_clusters, seed=args.seed, every=epochs, umap=False,
+                                    radius=config.get("radius", 0) if datamodule.task == "st" else 0)
+    weight_sets = 1 if config.get("weight_averaging", "none") == "none" else 2
     evaluations = []
     for _ in range(3):
         t0 = clock(device)
-        embedding = module.embed(batch).float().cpu().numpy()
-        kmeans(embedding, datamodule.n_clusters, seed=args.seed)
+        for _ in range(weight_sets):
+            evaluator.cluster(module)
         evaluations.append(clock(device) - t0)
     evaluation_s = statistics.median(evaluations)
     saved = saved_for_backward_bytes(module, batch, low)
@@ -96,15 +104,22 @@ def row(r: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+MEANING = ("Median of the timed epochs after warm-up. Encoders and objective include their backward passes. Evaluation: "
+           "one evaluation as a run makes it (embedding, k-means, label-free and label scores; twice with weight "
+           "averaging: the live and the averaged weights). Trainer s/epoch: the same epochs through the Trainer with its "
+           "callbacks and one evaluation at the end, less that evaluation; the overhead is that less the bare step.")
+
+
 def append(path: Path, r: dict, command: str) -> None:
-    """One row per measurement, under the header (written once, with what the columns mean)."""
+    """One row per measurement, under the header (written once, with what the columns mean). A file whose table has
+    other columns gets a new section, so rows of different meaning never share a table."""
     if path.exists():
         text = path.read_text()
+        if HEADER not in text:
+            text += (f"\n## Rows from {r['date']} on: the evaluation column times what a run's evaluation does\n\n{MEANING}\n\n"
+                     f"{HEADER}\n|{'---|' * (HEADER.count('|') - 1)}\n")
     else:
-        text = ("# Epoch time, split (benchmarks/speed.py)\n\nMedian of the timed epochs after warm-up. Encoders and "
-                "objective include their backward passes. Evaluation: embedding + k-means, once. Trainer s/epoch: the "
-                "same epochs through the Trainer with its callbacks; the overhead is that less the bare step.\n\n"
-                f"{HEADER}\n|{'---|' * (HEADER.count('|') - 1)}\n")
+        text = f"# Epoch time, split (benchmarks/speed.py)\n\n{MEANING}\n\n{HEADER}\n|{'---|' * (HEADER.count('|') - 1)}\n"
     atomic_write_text(path, text + row(r) + f" <!-- {command} -->\n")
 
 

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_speed_prints_a_split_and_appends_a_row(data_dir, tmp_path):
     out = tmp_path / "speed.md"
+    old_table = "# Epoch time\n\n| date | evaluation s |\n|---|---|\n| 2026-01-01 | 0.5 |\n"  # a table of other columns
+    out.write_text(old_table)
     cmd = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--dataset", "pollen", "--hidden-dim", "16",
            "--epochs", "3", "--warmup", "1", "--threads", "1", "--data-dir", str(data_dir), "--output", str(out)]
     for _ in range(2):
@@ -22,8 +24,12 @@ def test_speed_prints_a_split_and_appends_a_row(data_dir, tmp_path):
     parts = result["encoders_s"] + result["objective_s"] + result["optimiser_s"]
     assert 0 < parts <= result["epoch_s"] * 1.05
     assert result["evaluation_s"] > 0 and result["trainer_epoch_s"] > 0 and result["code"]
-    table = out.read_text().splitlines()
-    assert sum(line.startswith("| 20") for line in table) == 2  # header written once, one row per run
+    text = out.read_text()
+    assert text.startswith(old_table)  # the older rows stay as they were, under their own header
+    new_part = text[len(old_table):]
+    assert new_part.count("| date | dataset | cells |") == 1 and "evaluation as a run makes it" in new_part
+    table = new_part.splitlines()
+    assert sum(line.startswith("| 20") for line in table) == 2  # new header written once, one row per run under it
     assert "python benchmarks/speed.py --dataset pollen" in table[-1]
 
 

@@ -32,7 +32,7 @@ from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.eval.metrics import SCORES
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, cached_baselines, local_datasets, machine, method_rows, oracle_section, run_conditions, parse_seeds_for, parse_sets,
+    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, cached_baselines, local_datasets, machine, margin, method_rows, oracle_section, run_conditions, parse_seeds_for, parse_sets,
     pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds
@@ -100,6 +100,11 @@ def render(results: list[dict], *, command: str, started: str, seconds: float, s
         "|---|---|---|---|---|" + "---|" * len(SCORES) + "---|",
     ]
     lines += method_rows(results, SCORES)
+    lines += ["", "## Margins: scRCL minus each baseline, paired by seed", "", MARGINS_NOTE, "",
+              table_row(["dataset", "ARI − PCA + k-means", "ARI − Leiden", "NMI − PCA + k-means", "NMI − Leiden"]),
+              "|---|---|---|---|---|"]
+    lines += [table_row([r["dataset"], margin(r, "pca_kmeans", "ari"), margin(r, "leiden", "ari"),
+                         margin(r, "pca_kmeans", "nmi"), margin(r, "leiden", "nmi")]) for r in results]
     lines += settings_section(results, "dataset")
     lines += oracle_section(results, "dataset", SCORES,
                             "The epoch with the best NMI (ARI for spatial data) against the annotations among the evaluations every "

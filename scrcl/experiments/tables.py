@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from scrcl.errors import UserError
-from scrcl.eval.metrics import mean_std_text
+from scrcl.eval.metrics import mean_std_text, paired_difference_text
 from scrcl.train.config import method_keys as config_method_keys, parse_seeds, resolve_config, run_defaults
 
 DEFAULT_SEEDS = "5,15,25,35,45"
@@ -256,6 +256,21 @@ def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]
         lines.append(table_row([*head, "Leiden (resolution for k)", *[mean_std(ld, k) for k in keys],
                            f"resolution {mean_std(ld, 'resolution')}; clusters found {', '.join(map(str, found))}"]))
     return lines
+
+
+def margin(result: dict, baseline: str, key: str, ours_key: str | None = None) -> str:
+    """scRCL's reported ``ours_key`` (default ``key``) − the baseline's ``key``, paired by seed (a row's runs and
+    baselines are made for the same seeds, in the same order): the mean difference with its 95% interval and whether
+    it is within noise (``scrcl.eval.metrics.paired_difference_text``)."""
+    ours = [m[ours_key or key] for m in result["scrcl"]]
+    theirs = [b[baseline][key] for b in result["baselines"]]
+    return paired_difference_text(ours, theirs)
+
+
+MARGINS_NOTE = ("Each cell: the mean over seeds of (scRCL's reported score − the baseline's score on the same seed), "
+                "with the 95% interval of that mean (Student's t on the paired differences, scipy's); 'within noise' when the "
+                "interval contains 0, 'beyond noise' otherwise. A negative figure beyond noise is where scRCL falls below the "
+                "baseline.")
 
 
 def run_conditions(results: list[dict]) -> str:

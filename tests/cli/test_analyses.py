@@ -208,6 +208,11 @@ def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
     leiden = _row(text, "pbmc68k", "Leiden (resolution for k)")
     assert leiden[5:9] == [f"{base['leiden'][k]:.4f}" for k in ("acc", "nmi", "ari", "f1")]
     assert base["leiden"]["n_found"] == 10, "the resolution search should reach the 10 classes on PBMC 68k"
+    margins = text.split("## Margins")[1].split("##")[0]  # one seed: the difference alone, no interval
+    assert _row(margins, "pbmc68k")[1:5] == [f"{metrics['ari'] - base['pca_kmeans']['ari']:+.3f} (1 seed)",
+                                             f"{metrics['ari'] - base['leiden']['ari']:+.3f} (1 seed)",
+                                             f"{metrics['nmi'] - base['pca_kmeans']['nmi']:+.3f} (1 seed)",
+                                             f"{metrics['nmi'] - base['leiden']['nmi']:+.3f} (1 seed)"]
     final_part, oracle_part = text.split("## Oracle epoch")
     assert oracle_part.startswith(" — uses the labels to pick the epoch")
     assert _row(oracle_part, "pbmc68k")[1:5] == [f"{metrics['oracle_' + k]:.4f}" for k in ("acc", "nmi", "ari", "f1")]

@@ -41,6 +41,28 @@ def test_the_header_states_precision_device_and_threads_of_the_runs():
                                        "runs' metrics.json).")
 
 
+def test_margins_pair_each_seed_with_its_own_baseline():
+    """scRCL − baseline per seed, then Student's t over the differences: pairing removes what a seed shares (here the
+    baseline moves with the seed as much as scRCL does, so unpaired means would call the difference noise)."""
+    from scipy import stats
+
+    from scrcl.experiments.tables import margin
+
+    ours = [run(s, ari=a, nmi=0.5) for s, a in ((5, 0.50), (15, 0.70), (25, 0.61))]
+    baselines = [{"pca_kmeans": {"ari": a - d, "nmi": 0.5}, "leiden": {"ari": a + 0.3, "nmi": 0.5}}
+                 for a, d in ((0.50, 0.05), (0.70, 0.06), (0.61, 0.04))]
+    result = {"dataset": "toy", "scrcl": ours, "baselines": baselines}
+    diffs = [0.05, 0.06, 0.04]
+    low, high = stats.t.interval(0.95, df=2, loc=sum(diffs) / 3, scale=stats.sem(diffs))
+    assert margin(result, "pca_kmeans", "ari") == f"+0.050 [{low:+.3f}, {high:+.3f}] (3 seeds; beyond noise)"
+    assert margin(result, "leiden", "ari").startswith("-0.300 [-0.300, -0.300] (3 seeds; beyond noise)")
+    assert "within noise" in margin(result, "pca_kmeans", "nmi")  # no difference at all
+    assert margin({"scrcl": ours[:1], "baselines": baselines[:1]}, "pca_kmeans", "ari") == "+0.050 (1 seed)"
+    # scRCL's reported score against another key of the baseline (the spatial table's refined vs Leiden raw)
+    result["baselines"] = [{**b, "leiden": {**b["leiden"], "ari_unrefined": 0.0}} for b in baselines]
+    assert margin(result, "leiden", "ari_unrefined", ours_key="ari").startswith("+0.603 [")
+
+
 def test_a_half_done_run_of_another_seed_is_not_resumed_as_this_seed(tmp_path):
     import yaml
 

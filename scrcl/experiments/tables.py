@@ -267,6 +267,29 @@ def margin(result: dict, baseline: str, key: str, ours_key: str | None = None) -
     return paired_difference_text(ours, theirs)
 
 
+def selection_section(results: list[dict], label: str) -> list[str]:
+    """What a label-free report (``select``) changed, from the same runs, paired by seed: the reported evaluation −
+    the final epoch (``final_*`` of metrics.json) in ARI and NMI, and what it leaves behind: the oracle epoch's ARI −
+    the reported ARI (``oracle_*``; labels pick that epoch, so it is only the yardstick). Empty when no run selects."""
+    rows = [r for r in results if all(m.get("selected_by") and "final_ari" in m for m in r["scrcl"])]
+    if not rows:
+        return []
+    lines = ["", "## The label-free report against the final epoch and the oracle epoch, paired by seed", "",
+             "Each cell: the mean over seeds of the paired difference on the same run, with the 95% interval of that mean "
+             "(Student's t, scipy's); 'within noise' when the interval contains 0. *reported − final*: what choosing the "
+             "evaluation by its own k-means' silhouette (no labels) gained over the final epoch. *oracle − reported*: the "
+             "ARI left behind against the epoch the labels would pick (the oracle table's epoch; not a result).", "",
+             table_row([label, "ARI: reported − final", "NMI: reported − final", "ARI: oracle − reported"]), "|---|---|---|---|"]
+    pairs = (("ari", "final_ari"), ("nmi", "final_nmi"), ("oracle_ari", "ari"))
+    for r in rows:
+        lines.append(table_row([r["dataset"], *[paired_difference_text([m[a] for m in r["scrcl"]], [m[b] for m in r["scrcl"]])
+                                                for a, b in pairs]]))
+    if len(rows) > 1:  # the issue's yardstick: each dataset's mean difference, averaged over the datasets
+        means = [[sum(m[a] - m[b] for m in r["scrcl"]) / len(r["scrcl"]) for r in rows] for a, b in pairs]
+        lines.append(table_row([f"mean of the {len(rows)} {label}s' means", *[f"{sum(v) / len(v):+.3f}" for v in means]]))
+    return lines
+
+
 MARGINS_NOTE = ("Each cell: the mean over seeds of (scRCL's reported score − the baseline's score on the same seed), "
                 "with the 95% interval of that mean (Student's t on the paired differences, scipy's); 'within noise' when the "
                 "interval contains 0, 'beyond noise' otherwise. A negative figure beyond noise is where scRCL falls below the "

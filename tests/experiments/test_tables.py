@@ -63,6 +63,34 @@ def test_margins_pair_each_seed_with_its_own_baseline():
     assert margin(result, "leiden", "ari_unrefined", ours_key="ari").startswith("+0.603 [")
 
 
+def test_the_selection_section_pairs_reported_final_and_oracle_evaluations_of_the_same_run():
+    """reported − final and oracle − reported, per run, then Student's t over the seeds; datasets whose runs report the
+    final epoch (no ``select``) have no row, and a table of only those has no section."""
+    from scipy import stats
+
+    from scrcl.experiments.tables import selection_section
+
+    selected = [run(s, ari=a, nmi=0.6, final_ari=a - d, final_nmi=0.6, oracle_ari=a + g, selected_by="silhouette")
+                for s, a, d, g in ((5, 0.50, 0.05, 0.10), (15, 0.70, 0.02, 0.00), (25, 0.61, 0.08, 0.02))]
+    plain = [run(5, ari=0.4, nmi=0.5, oracle_ari=0.6)]
+    results = [{**dataset_rows(selected)[0], "dataset": "toy"}, {**dataset_rows(plain)[0], "dataset": "plain"}]
+    lines = selection_section(results, "dataset")
+    rows = [line for line in lines if line.startswith("| toy |") or line.startswith("| plain |")]
+    assert len(rows) == 1 and rows[0].startswith("| toy |")
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    diffs = [0.05, 0.02, 0.08]
+    low, high = stats.t.interval(0.95, df=2, loc=0.05, scale=stats.sem(diffs))
+    assert cells[1] == f"+0.050 [{low:+.3f}, {high:+.3f}] (3 seeds; {'beyond' if low > 0 else 'within'} noise)"
+    assert cells[2].startswith("+0.000 [+0.000, +0.000]")
+    gaps = [0.10, 0.00, 0.02]
+    low, high = stats.t.interval(0.95, df=2, loc=0.04, scale=stats.sem(gaps))
+    assert cells[3] == f"+0.040 [{low:+.3f}, {high:+.3f}] (3 seeds; within noise)"
+    assert selection_section(results[1:], "dataset") == []
+    other = [run(s, ari=0.3, nmi=0.4, final_ari=0.2, final_nmi=0.5, oracle_ari=0.3, selected_by="silhouette") for s in (5, 15)]
+    both = selection_section([results[0], {**dataset_rows(other)[0], "dataset": "other"}], "dataset")
+    assert both[-1] == "| mean of the 2 datasets' means | +0.075 | -0.050 | +0.020 |"  # (0.05 + 0.1) / 2, ...
+
+
 def test_a_half_done_run_of_another_seed_is_not_resumed_as_this_seed(tmp_path):
     import yaml
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from scrcl.experiments.tables import method_rows
@@ -70,7 +71,8 @@ def test_the_selection_section_pairs_reported_final_and_oracle_evaluations_of_th
 
     from scrcl.experiments.tables import selection_section
 
-    selected = [run(s, ari=a, nmi=0.6, final_ari=a - d, final_nmi=0.6, oracle_ari=a + g, selected_by="silhouette")
+    selected = [run(s, ari=a, nmi=0.6, final_ari=a - d, final_nmi=0.6, oracle_ari=a + g, live_final_ari=a - 0.1, epoch=100, final_epoch=500,
+                    selected_by="silhouette")
                 for s, a, d, g in ((5, 0.50, 0.05, 0.10), (15, 0.70, 0.02, 0.00), (25, 0.61, 0.08, 0.02))]
     plain = [run(5, ari=0.4, nmi=0.5, oracle_ari=0.6)]
     results = [{**dataset_rows(selected)[0], "dataset": "toy"}, {**dataset_rows(plain)[0], "dataset": "plain"}]
@@ -82,13 +84,29 @@ def test_the_selection_section_pairs_reported_final_and_oracle_evaluations_of_th
     low, high = stats.t.interval(0.95, df=2, loc=0.05, scale=stats.sem(diffs))
     assert cells[1] == f"+0.050 [{low:+.3f}, {high:+.3f}] (3 seeds; {'beyond' if low > 0 else 'within'} noise)"
     assert cells[2].startswith("+0.000 [+0.000, +0.000]")
+    assert cells[3].startswith("+0.100 [+0.100, +0.100] (3 seeds; beyond noise)")  # against the live weights' final epoch
     gaps = [0.10, 0.00, 0.02]
     low, high = stats.t.interval(0.95, df=2, loc=0.04, scale=stats.sem(gaps))
-    assert cells[3] == f"+0.040 [{low:+.3f}, {high:+.3f}] (3 seeds; within noise)"
+    assert cells[4] == f"+0.040 [{low:+.3f}, {high:+.3f}] (3 seeds; within noise)"
     assert selection_section(results[1:], "dataset") == []
     other = [run(s, ari=0.3, nmi=0.4, final_ari=0.2, final_nmi=0.5, oracle_ari=0.3, selected_by="silhouette") for s in (5, 15)]
     both = selection_section([results[0], {**dataset_rows(other)[0], "dataset": "other"}], "dataset")
-    assert both[-1] == "| mean of the 2 datasets' means | +0.075 | -0.050 | +0.020 |"  # (0.05 + 0.1) / 2, ...
+    assert both[-1] == "| mean of the 2 datasets' means | +0.075 | -0.050 | +0.100 (1 of 2) | +0.020 |"  # (0.05 + 0.1) / 2, ...
+    # the results table's rows: the live weights' final epoch beside the reported and final evaluations
+    rows = method_rows([results[0]], ("ari",))
+    assert len(rows) == 5 and "scRCL (final epoch, live weights: the reference's report)" in rows[2]
+    assert f"{np.mean([0.40, 0.60, 0.51]):.4f} ± " in rows[2]
+
+
+def test_live_final_reads_the_last_evaluation_of_the_live_weights(tmp_path):
+    from scrcl.experiments.tables import live_final
+
+    assert live_final(tmp_path) == {}  # no history.csv
+    (tmp_path / "history.csv").write_text("epoch,ari,silhouette,live_ari,live_ari_unrefined,live_silhouette\n"
+                                          "10,0.5,0.3,0.4,0.35,0.2\n20,0.6,0.4,0.45,0.42,0.25\n")
+    assert live_final(tmp_path) == {"live_final_ari": 0.45, "live_final_ari_unrefined": 0.42}  # scores, not criteria
+    (tmp_path / "history.csv").write_text("epoch,ari,silhouette\n10,0.5,0.3\n")  # weights not averaged
+    assert live_final(tmp_path) == {}
 
 
 def test_a_half_done_run_of_another_seed_is_not_resumed_as_this_seed(tmp_path):

@@ -15,9 +15,9 @@ scRCL takes as input (the DataModule's ``batch.x``): PCA(30) + k-means with the 
 clusters, and scanpy Leiden whose resolution is found by bisection to give that number of clusters
 (labels are not used for it). Labels only score. The scRCL figures are the final epoch's, or, for runs with
 ``select`` (a label-free criterion), the evaluation it chose, with the final epoch's in a row beside it (and, for
-runs with averaged weights, the live weights' final epoch: the reference's report of the same trajectory); the
+runs with averaged weights, the live weights' final epoch: no averaging, as the reference trains); the
 best-epoch-by-label figures (``oracle_*`` of metrics.json) go to a separate table that says so, followed by the
-paired differences reported − final and oracle − reported of the same runs.
+paired differences reported − final, reported − live final and oracle − reported of the same runs.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def test_the_selection_section_pairs_reported_final_and_oracle_evaluations_of_th
     assert both[-1] == "| mean of the 2 datasets' means | +0.075 | -0.050 | +0.100 (1 of 2) | +0.020 |"  # (0.05 + 0.1) / 2, ...
     # the results table's rows: the live weights' final epoch beside the reported and final evaluations
     rows = method_rows([results[0]], ("ari",))
-    assert len(rows) == 5 and "scRCL (final epoch, live weights: the reference's report)" in rows[2]
+    assert len(rows) == 5 and "scRCL (final epoch, live weights: no averaging, as the reference trains)" in rows[2]
     assert f"{np.mean([0.40, 0.60, 0.51]):.4f} ± " in rows[2]
 
 
@@ -105,6 +105,8 @@ def test_live_final_reads_the_last_evaluation_of_the_live_weights(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,ari,silhouette,live_ari,live_ari_unrefined,live_silhouette\n"
                                           "10,0.5,0.3,0.4,0.35,0.2\n20,0.6,0.4,0.45,0.42,0.25\n")
     assert live_final(tmp_path) == {"live_final_ari": 0.45, "live_final_ari_unrefined": 0.42}  # scores, not criteria
+    assert live_final(tmp_path, final_epoch=20) == live_final(tmp_path)
+    assert live_final(tmp_path, final_epoch=30) == {}  # the last evaluation is not the run's final epoch: nothing shown
     (tmp_path / "history.csv").write_text("epoch,ari,silhouette\n10,0.5,0.3\n")  # weights not averaged
     assert live_final(tmp_path) == {}
 

@@ -77,7 +77,7 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
         if done.get("seed") != seed:
             raise UserError(f"{run_dir} holds a run of seed {done.get('seed')}, not seed {seed}; link or move the right run there")
         print(f"{label}: done before, reading {metrics_path}", flush=True)
-        return {**done, **live_final(run_dir, done.get("final_epoch", done.get("epoch")))}
+        return finished_run(run_dir)
     config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": str(label)}
     resume = run_dir if run_dir.exists() and any(run_dir.iterdir()) else None
     if resume is not None:
@@ -90,7 +90,12 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
     runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))
     if not keep_checkpoints:  # at d = 1500 each is ~170 MB; the finished run does not need it
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    done = json.loads(metrics_path.read_text())
+    return finished_run(run_dir)
+
+
+def finished_run(run_dir: Path) -> dict:
+    """A finished run's metrics.json, with the live weights' final-epoch scores beside it (:func:`live_final`)."""
+    done = json.loads((run_dir / "metrics.json").read_text())
     return {**done, **live_final(run_dir, done.get("final_epoch", done.get("epoch")))}
 
 
@@ -294,7 +299,8 @@ def selection_section(results: list[dict], label: str) -> list[str]:
     the final epoch (``final_*`` of metrics.json) in ARI and NMI; the reported ARI − the live weights' at the final
     epoch (``live_final_*``, runs with averaged weights: no averaging, as the reference trains, on the same trajectory);
     and the oracle epoch's ARI − the reported ARI (``oracle_*``: the epoch the labels pick by the oracle table's rule,
-    best NMI or, for spatial data, best ARI; only a yardstick, and negative where the best-NMI epoch has a lower ARI). A last row averages each dataset's mean difference. Empty when no run selects."""
+    best NMI or, for spatial data, best ARI; only a yardstick, and negative where the best-NMI epoch has a lower ARI).
+    A last row averages each dataset's mean difference. Empty when no run selects."""
     rows = [r for r in results if all(m.get("selected_by") and "final_ari" in m for m in r["scrcl"])]
     if not rows:
         return []
@@ -320,8 +326,9 @@ def selection_section(results: list[dict], label: str) -> list[str]:
     if len(rows) > 1:  # the issue's yardstick: each dataset's mean difference, averaged over the datasets
         cells = []
         for a, b in pairs:
-            means = [float(np.mean([m[a] - m[b] for m in r["scrcl"]])) for r in rows if has(r, a, b)]
-            cells.append(f"{np.mean(means):+.3f}" + ("" if len(means) == len(rows) else f" ({len(means)} of {len(rows)})") if means else "–")
+            means = [np.mean([m[a] - m[b] for m in r["scrcl"]]) for r in rows if has(r, a, b)]
+            shown = f"{np.mean(means):+.3f}" if means else "–"
+            cells.append(shown if len(means) in (0, len(rows)) else f"{shown} ({len(means)} of {len(rows)})")
         lines.append(table_row([f"mean of the {len(rows)} {label}s' means", *cells]))
     return lines
 

@@ -71,8 +71,8 @@ def test_the_selection_section_pairs_reported_final_and_oracle_evaluations_of_th
 
     from scrcl.experiments.tables import selection_section
 
-    selected = [run(s, ari=a, nmi=0.6, final_ari=a - d, final_nmi=0.6, oracle_ari=a + g, live_final_ari=a - 0.1, epoch=100, final_epoch=500,
-                    selected_by="silhouette")
+    selected = [run(s, ari=a, nmi=0.6, final_ari=a - d, final_nmi=0.6, oracle_ari=a + g, live_final_ari=a - 0.1,
+                    epoch=100, final_epoch=500, selected_by="silhouette")
                 for s, a, d, g in ((5, 0.50, 0.05, 0.10), (15, 0.70, 0.02, 0.00), (25, 0.61, 0.08, 0.02))]
     plain = [run(5, ari=0.4, nmi=0.5, oracle_ari=0.6)]
     results = [{**dataset_rows(selected)[0], "dataset": "toy"}, {**dataset_rows(plain)[0], "dataset": "plain"}]

@@ -103,6 +103,20 @@ def test_selection_changes_what_is_reported_not_the_training(pbmc):
     assert final["final"]["epoch"] == 8 and chosen["final"]["epoch"] == max(chosen["history"], key=lambda h: h["silhouette"])["epoch"]
 
 
+def test_averaging_leaves_the_live_trajectory_as_a_run_without_it(pbmc):
+    """weight_averaging only watches: the live weights of an EMA run give, evaluation for evaluation, what the same seed
+    gives without averaging. The results tables rest on it when they show an EMA run's live final epoch as the
+    reference's way of training (and the published settings, which average nothing, as the same trajectory)."""
+    config, datamodule = pbmc
+    averaged = runner.train_one({**config, "weight_averaging": "ema"}, datamodule, seed=5, run_dir=None)["history"]
+    plain = runner.train_one({**config, "weight_averaging": "none"}, datamodule, seed=5, run_dir=None)["history"]
+    assert [h["epoch"] for h in averaged] == [h["epoch"] for h in plain] == [2, 4, 6, 8]
+    for a, p in zip(averaged, plain):
+        for key in ("ari", "nmi", "silhouette", "calinski_harabasz", "loss"):
+            assert a[f"live_{key}" if key != "loss" else key] == p[key], (a["epoch"], key)
+    assert any(a["ari"] != a["live_ari"] for a in averaged)  # and the averaged weights are another set of weights
+
+
 def test_a_resumed_run_reports_the_evaluation_chosen_before_the_interruption(pbmc):
     """The evaluator keeps the chosen evaluation (its arrays too) in the checkpoint."""
     from scrcl.train.callbacks import ClusteringEvaluator

@@ -4,6 +4,9 @@
   python benchmarks/spatial_table.py                                 every local spatial slice, 5 seeds, published settings
   python benchmarks/spatial_table.py --config generic                the same slices run as a user's own file (--data FILE --task st)
   python benchmarks/spatial_table.py --seeds-for dlpfc_151675=5,15   other seeds for one slice (said in its rows)
+  python benchmarks/spatial_table.py --set weight_averaging=ema --set select=silhouette
+                                       the published settings reported both ways: the label-free report, and the live
+                                       weights' final epoch (the reference's report) of the same runs
   python benchmarks/spatial_table.py --datasets dlpfc_151673 --seeds 5 --set epochs=2 --set hidden_dim=32   a smoke test
 
 Each (slice, seed) is one run directory ``RUNS/<published|generic>/<slice>/seed<s>/`` written by
@@ -15,7 +18,8 @@ either. A run whose ``metrics.json`` exists is not run again, so an interrupted 
 left half-way continues from its last checkpoint; runs made with other settings are refused.
 
 Reported: ARI and NMI of the final epoch, or of the evaluation a label-free ``select`` criterion chose (then the
-final epoch's beside it; labels choose nothing), after the spatial majority-vote
+final epoch's beside it, and with ``weight_averaging`` the live weights' final epoch too: what the published settings,
+which average nothing, give on the same trajectory; labels choose nothing), after the spatial majority-vote
 refinement (``radius`` of the config) and without it (the raw k-means). The baselines run on the same
 HVG matrix scRCL takes as input (the DataModule's ``batch.x``) with the true number of domains k:
 PCA(30) + k-means, and scanpy Leiden with its resolution bisected until it gives k clusters (no
@@ -37,8 +41,9 @@ from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, cached_baselines, TABLE_RUN_SETTINGS, leiden_with_k, local_datasets, machine, margin, method_rows, oracle_section, run_conditions,
-    parse_seeds_for, parse_sets, pca_kmeans, scrcl_run, settings_section, shown_path, table_row,
+    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, leiden_with_k, local_datasets,
+    machine, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, pca_kmeans, run_conditions, scrcl_run,
+    selection_section, settings_section, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
 from scrcl.train.loggers import quiet_libraries
@@ -131,13 +136,18 @@ def slice_rows(name: str, mode: str, args, seeds: list[int], sets: dict) -> dict
 
 
 # -- the table ------------------------------------------------------------------------------------
-def render(results: list[dict], *, mode: str, command: str, started: str, seconds: float, seeds: list[int], runs_dir: Path) -> str:
-    """SPATIAL.md: header, the final-epoch table, the margins, the settings, and the separate oracle table."""
+def render(results: list[dict], *, mode: str, command: str, started: str, seconds: float, seeds: list[int], runs_dir: Path,
+           sets: dict | None = None) -> str:
+    """SPATIAL.md: header, the reported table (with the final epoch and, for averaged weights, the live weights' final
+    epoch beside a label-free report), the margins, the report against the final and oracle epochs, the settings, and
+    the separate oracle table."""
     n_runs = sum(len(r["scrcl"]) for r in results)
     train_s = sum(m.get("seconds", 0.0) for r in results for m in r["scrcl"])
     which = ("published per-slice settings (configs/datasets/NAME.yaml)" if mode == "published" else
              "generic spatial defaults (configs/generic_st.yaml): each slice's .h5ad run as a user's own file, "
              "`--data FILE --task st --label-key layer_guess`")
+    if sets:
+        which += ", with " + ", ".join(f"`{k}: {v}`" for k, v in sets.items()) + " (`--set`)"
     lines = [
         f"# Spatial domains: scRCL vs PCA(30) + k-means vs Leiden — {mode} settings",
         "",
@@ -176,6 +186,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
     lines += [table_row([r["dataset"], margin(r, "pca_kmeans", "ari"), margin(r, "pca_kmeans", "ari_unrefined"),
                          margin(r, "leiden", "ari"), margin(r, "leiden", "ari_unrefined"),
                          margin(r, "leiden", "ari_unrefined", ours_key="ari")]) for r in results]
+    lines += selection_section(results, "slice")
     lines += settings_section(results, "slice")
     lines += oracle_section(results, "slice", ("ari", "nmi"),
                             "The evaluation (every `eval_every` epochs) with the best refined ARI against the annotation, as the "
@@ -217,7 +228,7 @@ def main(argv=None) -> int:
     quiet_libraries()
     results = [slice_rows(name, args.config, args, seeds_for.get(name, seeds), sets) for name in names]
     text = render(results, mode=args.config, command=command, started=started, seconds=time.perf_counter() - t0,
-                  seeds=seeds, runs_dir=args.runs_dir)
+                  seeds=seeds, runs_dir=args.runs_dir, sets=sets)
     atomic_write_text(output, text)
     print(text, end="")
     print(f"written: {output}")

@@ -280,6 +280,32 @@ def test_spatial_table_generic_runs_the_file_without_the_slice_settings(tmp_path
     assert _row(text, "dlpfc_151673", "scRCL (final epoch)")[5] == f"{metrics['ari']:.4f}"
 
 
+@pytest.mark.slow
+def test_spatial_table_reports_the_published_settings_both_ways(tmp_path, data_dir):
+    """--set weight_averaging=ema --set select=silhouette on the published slice (~50 s): the table gives the
+    label-free report, the same runs' final epoch and the live weights' final epoch (history.csv's last row: the
+    published settings' own report, see tests/train/test_keep_found.py), and the section pairing them by seed."""
+    proc = script("benchmarks/spatial_table.py", "--datasets", "dlpfc_151673", "--seeds", "5", "--set", "epochs=4",
+                  "--set", "eval_every=2", "--set", "hidden_dim=32", "--set", "weight_averaging=ema",
+                  "--set", "select=silhouette", "--runs-dir", tmp_path / "runs", "--output", tmp_path / "SPATIAL.md",
+                  cwd=tmp_path, data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "published" / "dlpfc_151673" / "seed5"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    live = pd.read_csv(run_dir / "history.csv").iloc[-1]
+    assert metrics["selected_by"] == "silhouette" and metrics["final_epoch"] == int(live["epoch"]) == 4
+    text = (tmp_path / "SPATIAL.md").read_text()
+    settings = next(line for line in text.splitlines() if line.startswith("- Settings: published per-slice settings"))
+    assert "`weight_averaging: ema`" in settings and "`select: silhouette`" in settings and "(`--set`)" in settings
+    keys = ("ari", "nmi", "ari_unrefined", "nmi_unrefined")
+    assert _row(text, "dlpfc_151673", "scRCL (best silhouette, no labels)")[5:9] == [f"{metrics[k]:.4f}" for k in keys]
+    assert _row(text, "dlpfc_151673", "scRCL (final epoch)")[5:9] == [f"{metrics['final_' + k]:.4f}" for k in keys]
+    live_row = _row(text, "dlpfc_151673", "scRCL (final epoch, live weights: no averaging, as the reference trains)")
+    assert live_row[5:9] == [f"{live['live_' + k]:.4f}" for k in keys]
+    section = text.split("## The label-free report against the final epoch and the oracle epoch")[1].split("##")[0]
+    assert _row(section, "dlpfc_151673", "dlpfc_151673")[3] == f"{metrics['ari'] - live['live_ari']:+.3f} (1 seed)"
+
+
 def test_spatial_table_bad_input_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "SPATIAL.md"
     for args, fragment in ((["--datasets", "no_such_set"], "unknown dataset"), (["--datasets", "pbmc68k"], "not a spatial dataset"),

@@ -87,3 +87,31 @@ def test_schedules_chooses_which_runs_are_made_and_a_wrong_one_is_one_line(tmp_p
     assert run_entry(keep_found.main, [*common, "--schedules", "constant,linear"]) == 2 and made == []
     err = capsys.readouterr().err.strip()
     assert "--schedules takes constant and/or cosine, got 'constant,linear'" in err and "\n" not in err
+
+
+def test_constant_lr_section_takes_every_dataset_with_its_seeds_and_the_scrnaseq_sets_apart(tmp_path, monkeypatch):
+    """Datasets run at constant lr only (pbmc10x, dlpfc_151673 in the study) count in the constant-lr means, which
+    the cosine-and-constant mean leaves them out of; with a spatial set present, the scRNA-seq sets get their own mean."""
+    def write(dataset, schedule, seed, final):
+        run = keep_found.run_dir(tmp_path, dataset, schedule, seed)
+        run.mkdir(parents=True)
+        pd.DataFrame(history(aris=[0.9, final], live_aris=[0.9, final], silhouettes=[0.2, 0.1],
+                             live_silhouettes=[0.2, 0.1], chs=[1.0, 2.0])).to_csv(run / "history.csv", index=False)
+        (run / "metrics.json").write_text(json.dumps({"seed": seed}))
+
+    for seed in (5, 15):
+        for schedule in keep_found.SCHEDULES:
+            write("pbmc68k", schedule, seed, 0.5)
+        write("pbmc10x", "constant", seed, 0.7)  # constant lr only
+        write("dlpfc_151673", "constant", seed, 0.2)
+    write("pollen", "constant", 5, 0.1)  # fewer seeds than the others: not in the means
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    monkeypatch.setattr(sys, "argv", ["keep_found.py"])
+    text = keep_found.report(args)
+    section = text.split("## Constant lr (the reference's schedule), over the datasets")[1].split("## ")[0]
+    assert "all (dlpfc_151673, pbmc10x, pbmc68k)" in section and "scRNA-seq sets alone (pbmc10x, pbmc68k)" in section
+    row = next(line for line in section.splitlines() if line.startswith("| constant | ema | final |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:9] == [f"{(0.2 + 0.7 + 0.5) / 3:.4f}", "0.0000", f"{(0.7 + 0.2 + 0.4) / 3:.4f}",
+                          f"{(0.7 + 0.5) / 2:.4f}", "0.0000", f"{(0.2 + 0.4) / 2:.4f}"]
+    assert "Mean over the 1 datasets (pbmc68k)" in text  # the two-schedule mean keeps its own rule

@@ -158,8 +158,9 @@ def report(args) -> str:
         f"- Command: `{args.command}`",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code {code_version(ROOT)}; machine: {machine()}",
         f"- Precision {', '.join(sorted(precisions)) or args.precision}, torch threads {', '.join(sorted(threads)) or '–'} "
-        "(from the runs' config.yaml and metrics.json); each dataset's "
-        "own config (`--dataset NAME`: the generic config for the local scRNA-seq sets, the published settings for a DLPFC slice) with `weight_averaging: ema` (ema_decay 0.98); evaluations every "
+        "(from the runs' config.yaml and metrics.json); each dataset's own config (`--dataset NAME`: the generic "
+        "config for the local scRNA-seq sets, the published settings for a DLPFC slice) with `weight_averaging: ema` "
+        "(ema_decay 0.98); evaluations every "
         f"{args.eval_every} epochs. The runs' own metrics.json reports the evaluation their `select` says (each "
         "dataset's heading; runs started before `--select silhouette` was added report the final epoch); this table "
         "reads history.csv, which is the same either way (tests/train/test_keep_found.py checks it).",

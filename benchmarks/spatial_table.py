@@ -136,6 +136,11 @@ def slice_rows(name: str, mode: str, args, seeds: list[int], sets: dict) -> dict
 
 
 # -- the table ------------------------------------------------------------------------------------
+def live_final_of(result: dict) -> bool:
+    """Whether every run of a slice has the live weights' final-epoch scores (runs with averaged weights)."""
+    return all("live_final_ari" in m for m in result["scrcl"])
+
+
 def render(results: list[dict], *, mode: str, command: str, started: str, seconds: float, seeds: list[int], runs_dir: Path,
            sets: dict | None = None) -> str:
     """SPATIAL.md: header, the reported table (with the final epoch and, for averaged weights, the live weights' final
@@ -177,8 +182,9 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         "",
         "## Margins: scRCL minus each baseline, paired by seed",
         "",
-        MARGINS_NOTE + " *raw* compares the clusterings before the majority vote. With averaged weights a second row "
-        "per slice gives the margins of the live weights' final epoch (what a run without averaging reports).",
+        MARGINS_NOTE + " *raw* compares the clusterings before the majority vote."
+        + (" With averaged weights a second row per slice gives the margins of the live weights' final epoch (the "
+           "published settings' own report)." if any(live_final_of(r) for r in results) else ""),
         "",
         table_row(["slice", "scRCL", "ARI − PCA + k-means, refined", "ARI − PCA + k-means, raw", "ARI − Leiden, refined",
                    "ARI − Leiden, raw", "scRCL refined − Leiden raw, ARI"]),
@@ -186,7 +192,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
     ]
     for r in results:
         reports = [("reported", "")]
-        if all("live_final_ari" in m for m in r["scrcl"]):  # averaged weights: the live weights' final epoch as well
+        if live_final_of(r):  # averaged weights: the live weights' final epoch as well
             reports.append(("live weights, final epoch", "live_final_"))
         for name, prefix in reports:
             lines.append(table_row([r["dataset"], name, margin(r, "pca_kmeans", "ari", prefix + "ari"),

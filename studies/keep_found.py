@@ -96,13 +96,19 @@ def task_of(dataset: str) -> str:
         return "other"
 
 
-def constant_section(found: dict, common: dict) -> list[str]:
+def constant_complete(found: dict) -> tuple[list[str], int]:
+    """The datasets whose constant-lr runs have as many seeds as the most complete one's (cosine runs or not), and that
+    number of seeds."""
+    with_constant = [d for d in found if "constant" in found[d]]
+    most = max((len(found[d]["constant"]) for d in with_constant), default=0)
+    return [d for d in with_constant if len(found[d]["constant"]) == most], most
+
+
+def constant_section(found: dict) -> list[str]:
     """The reference's schedule alone (constant lr), over every dataset with it on as many seeds as the most complete
     one, cosine runs or not; with both tasks present, also over the scRNA-seq sets alone (what configs/generic_sc.yaml
     is chosen on)."""
-    with_constant = [d for d in found if "constant" in found[d]]
-    most = max((len(common[d]) for d in with_constant), default=0)
-    chosen = [d for d in with_constant if len(common[d]) == most]
+    chosen, most = constant_complete(found)
     if not chosen:
         return []
     groups = [("all", chosen)]
@@ -124,7 +130,7 @@ def constant_section(found: dict, common: dict) -> list[str]:
             for _, members in groups:
                 per = []
                 for d in members:
-                    histories = [found[d]["constant"][s] for s in common[d]]
+                    histories = [found[d]["constant"][s] for s in sorted(found[d]["constant"])]
                     aris = [pick(h, weights, rep)["ari"] for h in histories]
                     per.append((np.mean(aris), np.std(aris), np.mean([oracle(h, weights) - a for h, a in zip(histories, aris)])))
                 arr = np.array(per)
@@ -138,6 +144,7 @@ def report(args) -> str:
     import yaml
 
     found: dict = {}
+    linked: dict = {}
     selects: dict = {}
     precisions: set = set()
     threads: set = set()
@@ -148,6 +155,11 @@ def report(args) -> str:
             schedule, seed = run.name.rsplit("-seed", 1)
             history = pd.read_csv(run / "history.csv")
             found.setdefault(dataset_dir.name, {}).setdefault(schedule, {})[int(seed)] = history
+            if run.is_symlink():  # another study's or table's run, made with the same settings
+                target = run.resolve().parent
+                shown = (f"{args.runs.resolve().parent.name}/{target.relative_to(args.runs.resolve().parent)}"
+                         if target.is_relative_to(args.runs.resolve().parent) else target.name)
+                linked.setdefault(dataset_dir.name, set()).add(shown)
             if (run / "config.yaml").exists():  # which evaluation the run's own metrics.json reports; its precision
                 config = yaml.safe_load((run / "config.yaml").read_text()) or {}
                 selects.setdefault(dataset_dir.name, set()).add(config.get("select", "final"))
@@ -179,7 +191,14 @@ def report(args) -> str:
     for dataset, schedules in found.items():
         seeds = common[dataset]
         select = ", ".join(sorted(selects.get(dataset, []))) or "not recorded"
-        progress = "" if dataset in complete else "; in progress, not in the mean over the datasets"
+        if dataset in complete:
+            progress = ""
+        elif dataset in constant_complete(found)[0] and "cosine" not in schedules:
+            progress = "; constant lr only: in the constant-lr means, not in the two-schedule mean"
+        else:
+            progress = "; in progress, not in the means over the datasets"
+        if dataset in linked:
+            progress += f"; runs linked from {', '.join(f'`{p}`' for p in sorted(linked[dataset]))}"
         lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))}; the runs' metrics.json: select {select}{progress})", "",
                   "| lr | weights | report | ARI | NMI | gap to label-picked | epochs reported |", "|---|---|---|---|---|---|---|"]
         for schedule in SCHEDULES:
@@ -196,7 +215,7 @@ def report(args) -> str:
                                  f"{mean_std_text([c['nmi'] for c in chosen])} | {np.mean(gaps):.4f} | "
                                  f"{', '.join(str(c['epoch']) for c in chosen)} |")
         lines.append("")
-    lines += constant_section(found, common)
+    lines += constant_section(found)
     if summary:
         lines += ["## Over the datasets", "",
                   f"Mean over the {len(complete)} datasets ({', '.join(complete)}) of each dataset's mean ARI, its seed std, and its gap.", "",

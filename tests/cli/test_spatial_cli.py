@@ -235,6 +235,7 @@ def test_spatial_table_matches_the_runs_and_resumes(tmp_path, data_dir):
                 metrics["ari"] - base["leiden"]["ari"], metrics["ari_unrefined"] - base["leiden"]["ari_unrefined"],
                 metrics["ari"] - base["leiden"]["ari_unrefined"]]
     assert _row(margins, "dlpfc_151673", "reported")[2:7] == [f"{d:+.3f} (1 seed)" for d in expected]
+    assert "live weights" not in text and "## The label-free report" not in text  # no averaging, no selection: one report
     assert "oracle" not in text.split("## Oracle epoch")[0].lower()
     for fact in ("Command: `python benchmarks/spatial_table.py --datasets dlpfc_151673", "Date: ", "machine: ", "published"):
         assert fact in text

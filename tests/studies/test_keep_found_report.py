@@ -90,28 +90,44 @@ def test_schedules_chooses_which_runs_are_made_and_a_wrong_one_is_one_line(tmp_p
 
 
 def test_constant_lr_section_takes_every_dataset_with_its_seeds_and_the_scrnaseq_sets_apart(tmp_path, monkeypatch):
-    """Datasets run at constant lr only (pbmc10x, dlpfc_151673 in the study) count in the constant-lr means, which
-    the cosine-and-constant mean leaves them out of; with a spatial set present, the scRNA-seq sets get their own mean."""
-    def write(dataset, schedule, seed, final):
-        run = keep_found.run_dir(tmp_path, dataset, schedule, seed)
-        run.mkdir(parents=True)
-        pd.DataFrame(history(aris=[0.9, final], live_aris=[0.9, final], silhouettes=[0.2, 0.1],
-                             live_silhouettes=[0.2, 0.1], chs=[1.0, 2.0])).to_csv(run / "history.csv", index=False)
-        (run / "metrics.json").write_text(json.dumps({"seed": seed}))
+    """Datasets run at constant lr only (pbmc10x, dlpfc_151673 in the study) or with fewer cosine seeds count in the
+    constant-lr means on their constant-lr seeds; with a spatial set present, the scRNA-seq sets get their own mean;
+    a run linked from elsewhere is named in its dataset's heading."""
+    runs = tmp_path / "keep_found"
 
-    for seed in (5, 15):
+    def write(dataset, schedule, seed, final, where=None):
+        run = keep_found.run_dir(runs, dataset, schedule, seed)
+        target = where or run
+        target.mkdir(parents=True)
+        pd.DataFrame(history(aris=[0.9, final], live_aris=[0.9, final], silhouettes=[0.2, 0.1],
+                             live_silhouettes=[0.2, 0.1], chs=[1.0, 2.0])).to_csv(target / "history.csv", index=False)
+        (target / "metrics.json").write_text(json.dumps({"seed": seed}))
+        if where is not None:
+            run.parent.mkdir(parents=True, exist_ok=True)
+            run.symlink_to(where)
+
+    for seed, final in ((5, 0.4), (15, 0.6)):
         for schedule in keep_found.SCHEDULES:
-            write("pbmc68k", schedule, seed, 0.5)
-        write("pbmc10x", "constant", seed, 0.7)  # constant lr only
-        write("dlpfc_151673", "constant", seed, 0.2)
+            write("pbmc68k", schedule, seed, final)
+        write("baron_mouse1", "constant", seed, final)
+        write("pbmc10x", "constant", seed, final + 0.2, where=tmp_path / "paper_table" / "pbmc10x" / f"seed{seed}")
+        write("dlpfc_151673", "constant", seed, final - 0.3)
+    write("baron_mouse1", "cosine", 5, 0.4)  # one cosine seed: the constant-lr mean still takes both constant seeds
     write("pollen", "constant", 5, 0.1)  # fewer seeds than the others: not in the means
-    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    args = type("Args", (), {"runs": runs, "command": "test", "precision": "32-true", "eval_every": 10})()
     monkeypatch.setattr(sys, "argv", ["keep_found.py"])
     text = keep_found.report(args)
     section = text.split("## Constant lr (the reference's schedule), over the datasets")[1].split("## ")[0]
-    assert "all (dlpfc_151673, pbmc10x, pbmc68k)" in section and "scRNA-seq sets alone (pbmc10x, pbmc68k)" in section
+    assert "all (baron_mouse1, dlpfc_151673, pbmc10x, pbmc68k)" in section
+    assert "scRNA-seq sets alone (baron_mouse1, pbmc10x, pbmc68k)" in section
     row = next(line for line in section.splitlines() if line.startswith("| constant | ema | final |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[3:9] == [f"{(0.2 + 0.7 + 0.5) / 3:.4f}", "0.0000", f"{(0.7 + 0.2 + 0.4) / 3:.4f}",
-                          f"{(0.7 + 0.5) / 2:.4f}", "0.0000", f"{(0.2 + 0.4) / 2:.4f}"]
+    means = {"baron_mouse1": 0.5, "dlpfc_151673": 0.2, "pbmc10x": 0.7, "pbmc68k": 0.5}
+    gaps = {d: 0.9 - m for d, m in means.items()}  # the best evaluation 0.9 each time; the mean gap is 0.9 − the mean
+    sc = ("baron_mouse1", "pbmc10x", "pbmc68k")
+    assert cells[3:9] == [f"{sum(means.values()) / 4:.4f}", "0.1000", f"{sum(gaps.values()) / 4:.4f}",
+                          f"{sum(means[d] for d in sc) / 3:.4f}", "0.1000", f"{sum(gaps[d] for d in sc) / 3:.4f}"]
+    assert "## pbmc10x (seeds 5, 15; the runs' metrics.json: select not recorded; constant lr only: in the constant-lr " \
+           f"means, not in the two-schedule mean; runs linked from `{tmp_path.name}/paper_table/pbmc10x`)" in text
+    assert "## pollen (seeds 5; the runs' metrics.json: select not recorded; in progress, not in the means" in text
     assert "Mean over the 1 datasets (pbmc68k)" in text  # the two-schedule mean keeps its own rule

@@ -117,6 +117,23 @@ def test_averaging_leaves_the_live_trajectory_as_a_run_without_it(pbmc):
     assert any(a["ari"] != a["live_ari"] for a in averaged)  # and the averaged weights are another set of weights
 
 
+def test_averaging_leaves_the_live_trajectory_on_a_published_spatial_slice():
+    """The same on DLPFC 151673 at its published settings (Adam + L2, the reference's network, the spatial vote), which
+    benchmarks/results/SPATIAL.md reports through an EMA run's live weights."""
+    from datamodules.datamodule import ScRCLDataModule
+
+    config = resolve_config(dataset="dlpfc_151673", overrides={**FAST, "hidden_dim": 16, "epochs": 4, "lr": 1e-4})
+    datamodule = ScRCLDataModule.from_config(config)
+    datamodule.setup("fit")
+    averaged = runner.train_one({**config, "weight_averaging": "ema"}, datamodule, seed=5, run_dir=None)["history"]
+    plain = runner.train_one(config, datamodule, seed=5, run_dir=None)["history"]
+    assert config["optimizer"] == "adam" and config["weight_averaging"] == "none" and config["radius"] > 0
+    assert [h["epoch"] for h in averaged] == [h["epoch"] for h in plain] == [2, 4]
+    for a, p in zip(averaged, plain):
+        for key in ("ari", "ari_unrefined", "nmi", "silhouette", "loss"):
+            assert a[f"live_{key}" if key != "loss" else key] == p[key], (a["epoch"], key)
+
+
 def test_a_resumed_run_reports_the_evaluation_chosen_before_the_interruption(pbmc):
     """The evaluator keeps the chosen evaluation (its arrays too) in the checkpoint."""
     from scrcl.train.callbacks import ClusteringEvaluator

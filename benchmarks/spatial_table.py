@@ -41,9 +41,9 @@ from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, run_entry
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, leiden_with_k, local_datasets,
-    machine, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, pca_kmeans, run_conditions, scrcl_run,
-    selection_section, settings_section, shown_path, table_row,
+    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, has_live_final, leiden_with_k,
+    local_datasets, machine, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, pca_kmeans,
+    run_conditions, scrcl_run, selection_section, settings_section, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
 from scrcl.train.loggers import quiet_libraries
@@ -136,11 +136,6 @@ def slice_rows(name: str, mode: str, args, seeds: list[int], sets: dict) -> dict
 
 
 # -- the table ------------------------------------------------------------------------------------
-def live_final_of(result: dict) -> bool:
-    """Whether every run of a slice has the live weights' final-epoch scores (runs with averaged weights)."""
-    return all("live_final_ari" in m for m in result["scrcl"])
-
-
 def render(results: list[dict], *, mode: str, command: str, started: str, seconds: float, seeds: list[int], runs_dir: Path,
            sets: dict | None = None) -> str:
     """SPATIAL.md: header, the reported table (with the final epoch and, for averaged weights, the live weights' final
@@ -184,7 +179,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         "",
         MARGINS_NOTE + " *raw* compares the clusterings before the majority vote."
         + (" With averaged weights a second row per slice gives the margins of the live weights' final epoch (the "
-           "published settings' own report)." if any(live_final_of(r) for r in results) else ""),
+           "published settings' own report)." if any(has_live_final(r) for r in results) else ""),
         "",
         table_row(["slice", "scRCL", "ARI − PCA + k-means, refined", "ARI − PCA + k-means, raw", "ARI − Leiden, refined",
                    "ARI − Leiden, raw", "scRCL refined − Leiden raw, ARI"]),
@@ -192,7 +187,7 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
     ]
     for r in results:
         reports = [("reported", "")]
-        if live_final_of(r):  # averaged weights: the live weights' final epoch as well
+        if has_live_final(r):  # averaged weights: the live weights' final epoch as well
             reports.append(("live weights, final epoch", "live_final_"))
         for name, prefix in reports:
             lines.append(table_row([r["dataset"], name, margin(r, "pca_kmeans", "ari", prefix + "ari"),

@@ -86,14 +86,21 @@ def oracle(history, weights: str) -> float:
     return float(history[prefix + "ari"].max())
 
 
+def picked(histories: list, weights: str, report: str) -> tuple[list[dict], float, float, float]:
+    """One report over a dataset's seeds: the evaluations it picks, their mean ARI, its seed std (population), and the
+    mean gap to the label-picked evaluation of the same weights."""
+    chosen = [pick(h, weights, report) for h in histories]
+    aris = [c["ari"] for c in chosen]
+    gap = float(np.mean([oracle(h, weights) - a for h, a in zip(histories, aris)]))
+    return chosen, float(np.mean(aris)), float(np.std(aris)), gap
+
+
 def task_of(dataset: str) -> str:
     """'sc' or 'st' for a registry dataset; 'other' for a name the registry does not know."""
-    from datamodules.registry import get_spec
+    from datamodules.registry import REGISTRY
 
-    try:
-        return get_spec(dataset).task
-    except Exception:  # noqa: BLE001 - any name the registry refuses
-        return "other"
+    spec = REGISTRY.get(dataset)
+    return spec.task if spec is not None else "other"
 
 
 def constant_complete(found: dict) -> tuple[list[str], int]:
@@ -128,12 +135,8 @@ def constant_section(found: dict) -> list[str]:
         for rep in REPORTS:
             cells = ["constant", weights, rep]
             for _, members in groups:
-                per = []
-                for d in members:
-                    histories = [found[d]["constant"][s] for s in sorted(found[d]["constant"])]
-                    aris = [pick(h, weights, rep)["ari"] for h in histories]
-                    per.append((np.mean(aris), np.std(aris), np.mean([oracle(h, weights) - a for h, a in zip(histories, aris)])))
-                arr = np.array(per)
+                arr = np.array([picked([found[d]["constant"][s] for s in sorted(found[d]["constant"])], weights, rep)[1:]
+                                for d in members])
                 cells += [f"{arr[:, 0].mean():.4f}", f"{arr[:, 1].mean():.4f}", f"{arr[:, 2].mean():.4f}"]
             lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
@@ -145,6 +148,7 @@ def report(args) -> str:
 
     found: dict = {}
     linked: dict = {}
+    root = args.runs.resolve().parent  # runs/: where a linked run's folder is shown from
     selects: dict = {}
     precisions: set = set()
     threads: set = set()
@@ -157,8 +161,7 @@ def report(args) -> str:
             found.setdefault(dataset_dir.name, {}).setdefault(schedule, {})[int(seed)] = history
             if run.is_symlink():  # another study's or table's run, made with the same settings
                 target = run.resolve().parent
-                shown = (f"{args.runs.resolve().parent.name}/{target.relative_to(args.runs.resolve().parent)}"
-                         if target.is_relative_to(args.runs.resolve().parent) else target.name)
+                shown = f"{root.name}/{target.relative_to(root)}" if target.is_relative_to(root) else target.name
                 linked.setdefault(dataset_dir.name, set()).add(shown)
             if (run / "config.yaml").exists():  # which evaluation the run's own metrics.json reports; its precision
                 config = yaml.safe_load((run / "config.yaml").read_text()) or {}
@@ -188,12 +191,13 @@ def report(args) -> str:
     most = max((len(seeds) for seeds in common.values()), default=0)
     # the mean over datasets takes only datasets with every schedule on as many seeds as the most complete one
     complete = [d for d in found if set(found[d]) == set(SCHEDULES) and len(common[d]) == most]
+    constant_only = [d for d in constant_complete(found)[0] if "cosine" not in found[d]]
     for dataset, schedules in found.items():
         seeds = common[dataset]
         select = ", ".join(sorted(selects.get(dataset, []))) or "not recorded"
         if dataset in complete:
             progress = ""
-        elif dataset in constant_complete(found)[0] and "cosine" not in schedules:
+        elif dataset in constant_only:
             progress = "; constant lr only: in the constant-lr means, not in the two-schedule mean"
         else:
             progress = "; in progress, not in the means over the datasets"
@@ -206,13 +210,11 @@ def report(args) -> str:
                 continue
             for weights in WEIGHTS:
                 for rep in REPORTS:
-                    chosen = [pick(schedules[schedule][s], weights, rep) for s in seeds]
-                    aris = [c["ari"] for c in chosen]
-                    gaps = [oracle(schedules[schedule][s], weights) - c["ari"] for s, c in zip(seeds, chosen)]
+                    chosen, mean, std, gap = picked([schedules[schedule][s] for s in seeds], weights, rep)
                     if dataset in complete:
-                        summary.setdefault((schedule, weights, rep), []).append((np.mean(aris), np.std(aris), np.mean(gaps)))
-                    lines.append(f"| {schedule} | {weights} | {rep} | {mean_std_text(aris)} | "
-                                 f"{mean_std_text([c['nmi'] for c in chosen])} | {np.mean(gaps):.4f} | "
+                        summary.setdefault((schedule, weights, rep), []).append((mean, std, gap))
+                    lines.append(f"| {schedule} | {weights} | {rep} | {mean_std_text([c['ari'] for c in chosen])} | "
+                                 f"{mean_std_text([c['nmi'] for c in chosen])} | {gap:.4f} | "
                                  f"{', '.join(str(c['epoch']) for c in chosen)} |")
         lines.append("")
     lines += constant_section(found)

@@ -254,6 +254,12 @@ def table_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def has_live_final(result: dict) -> bool:
+    """Whether every run of a table row has the live weights' final-epoch scores (:func:`live_final`: runs with
+    averaged weights)."""
+    return all("live_final_ari" in m for m in result["scrcl"])
+
+
 def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]:
     """Table rows per dataset: scRCL's reported evaluation, PCA(30) + k-means, Leiden; mean ± std of ``keys``.
 
@@ -272,7 +278,7 @@ def method_rows(results: list[dict], keys, extra_note=lambda r: "") -> list[str]
             finals = [{k: m[f"final_{k}"] for k in keys if f"final_{k}" in m} for m in r["scrcl"]]
             lines.append(table_row([*head, "scRCL (final epoch)", *[mean_std(finals, k) for k in keys],
                                     f"epoch {', '.join(str(m.get('final_epoch', '–')) for m in r['scrcl'])}"]))
-        if all(f"live_final_{keys[0]}" in m for m in r["scrcl"]):  # averaged weights: the live ones' final epoch too
+        if has_live_final(r):  # averaged weights: the live ones' final epoch too
             live = [{k: m[f"live_final_{k}"] for k in keys if f"live_final_{k}" in m} for m in r["scrcl"]]
             lines.append(table_row([*head, "scRCL (final epoch, live weights: no averaging, as the reference trains)",
                                     *[mean_std(live, k) for k in keys], "the same runs' trained weights, not averaged"]))

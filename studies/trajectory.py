@@ -18,15 +18,23 @@ import time
 from datamodules.datamodule import ScRCLDataModule
 from scrcl.train import run as runner
 from scrcl.train.config import resolve_config
-from scrcl.errors import UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, run_entry
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 3:
-        raise UserError("usage: trajectory.py DATASET EPOCHS '{json overrides}' [SEED]")
-    dataset, epochs, sets = argv[0], int(argv[1]), json.loads(argv[2])
-    seed = int(argv[3]) if len(argv) > 3 else 5
+    parser = CommandLineParser(prog="studies/trajectory.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", help="registry dataset, e.g. pbmc10x")
+    parser.add_argument("epochs", type=int, help="epochs to train")
+    parser.add_argument("sets", help='config overrides as a JSON object, e.g. \'{"hidden_dim": 256}\'')
+    parser.add_argument("seed", type=int, nargs="?", default=5, help="seed (default 5)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        sets = json.loads(args.sets)
+    except json.JSONDecodeError as err:
+        raise UserError(f"the overrides are not a JSON object ({err}); e.g. '{{\"hidden_dim\": 256}}'") from None
+    if not isinstance(sets, dict):
+        raise UserError(f"the overrides must be a JSON object, got {args.sets!r}; e.g. '{{\"hidden_dim\": 256}}'")
+    dataset, epochs, seed = args.dataset, args.epochs, args.seed
     config = resolve_config(dataset=dataset, overrides={"epochs": epochs, "eval_every": int(os.environ.get("EV", 5)),
                                                          "logger": "none", "progress": False, **sets})
     datamodule = ScRCLDataModule.from_config(config)

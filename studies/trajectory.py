@@ -22,12 +22,12 @@ from scrcl.errors import CommandLineParser, UserError, run_entry
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = CommandLineParser(prog="studies/trajectory.py", description=__doc__.split("\n\n")[0])
+    parser = CommandLineParser(prog="trajectory.py", command="python studies/trajectory.py", description=__doc__.split("\n")[0])
     parser.add_argument("dataset", help="registry dataset, e.g. pbmc10x")
     parser.add_argument("epochs", type=int, help="epochs to train")
     parser.add_argument("sets", help='config overrides as a JSON object, e.g. \'{"hidden_dim": 256}\'')
     parser.add_argument("seed", type=int, nargs="?", default=5, help="seed (default 5)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     try:
         sets = json.loads(args.sets)
     except json.JSONDecodeError as err:

@@ -58,11 +58,16 @@ class Interrupted(BaseException):
 
 
 def run_entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a command-line ``main``: a :class:`UserError` becomes one line on stderr and its exit code."""
+    """Run a command-line ``main``: a :class:`UserError` becomes one line on stderr and its exit code; so does an
+    :class:`Interrupted` (a table or study script stopped by SIGTERM or Ctrl-C during one of its runs: that run
+    ended after its epoch with a checkpoint, and the line says how to continue), with 128 + the signal number."""
     try:
         return main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except Interrupted as err:
+        print(err, file=sys.stderr)
         return err.exit_code
 
 

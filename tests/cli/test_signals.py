@@ -119,3 +119,22 @@ def test_a_second_run_with_the_same_name_is_refused_while_the_first_holds_it(tmp
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and "taken by another run" in lines[0], second.stderr
     assert "lr: 0.001" not in claim.read_text()  # the directory holds the first run's settings only
+
+
+def test_a_table_script_stopped_during_a_run_says_how_to_continue_in_one_line(tmp_path, data_dir):
+    """benchmarks/paper_table.py (any script through scrcl.errors.run_entry) used to end a SIGTERM-stopped run with
+    Python's traceback of Interrupted and exit 1; now one line and 143, and the same command continues the run."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "paper_table.py"), "--datasets", "pbmc68k", "--seeds", "5",
+               "--epochs", "30", "--set", "hidden_dim=32", "--set", "eval_every=5", "--set", "umap=false",
+               "--runs-dir", str(tmp_path / "runs"), "--output", str(tmp_path / "R.md")]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env(tmp_path, data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=_interruptible)
+    code, out = signal_when(proc, signal.SIGTERM, "epoch 10/30")
+    run_dir = tmp_path / "runs" / "pbmc68k" / "seed5"
+    assert code == 143, out
+    assert "Traceback" not in out
+    assert out.splitlines()[-1].startswith("interrupted (SIGTERM) at epoch ") and str(run_dir) in out.splitlines()[-1]
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (tmp_path / "R.md").exists()
+    again = subprocess.run(command, cwd=ROOT, env=env(tmp_path, data_dir), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (run_dir / "metrics.json").exists() and (tmp_path / "R.md").exists()

@@ -9,6 +9,7 @@ evaluation cadence is ``$EV`` epochs (default 5). ``studies/results/stability.md
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -18,23 +19,28 @@ import time
 from datamodules.datamodule import ScRCLDataModule
 from scrcl.train import run as runner
 from scrcl.train.config import resolve_config
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, run_entry
+
+
+def json_object(text: str) -> dict:
+    """The overrides argument: a JSON object (argparse turns the error into one line through CommandLineParser)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}; e.g. '{{\"hidden_dim\": 256}}'")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = CommandLineParser(prog="trajectory.py", command="python studies/trajectory.py", description=__doc__.split("\n")[0])
     parser.add_argument("dataset", help="registry dataset, e.g. pbmc10x")
     parser.add_argument("epochs", type=int, help="epochs to train")
-    parser.add_argument("sets", help='config overrides as a JSON object, e.g. \'{"hidden_dim": 256}\'')
+    parser.add_argument("sets", type=json_object, help='config overrides as a JSON object, e.g. \'{"hidden_dim": 256}\'')
     parser.add_argument("seed", type=int, nargs="?", default=5, help="seed (default 5)")
     args = parser.parse_args(argv)
-    try:
-        sets = json.loads(args.sets)
-    except json.JSONDecodeError as err:
-        raise UserError(f"the overrides are not a JSON object ({err}); e.g. '{{\"hidden_dim\": 256}}'") from None
-    if not isinstance(sets, dict):
-        raise UserError(f"the overrides must be a JSON object, got {args.sets!r}; e.g. '{{\"hidden_dim\": 256}}'")
-    dataset, epochs, seed = args.dataset, args.epochs, args.seed
+    dataset, epochs, sets, seed = args.dataset, args.epochs, args.sets, args.seed
     config = resolve_config(dataset=dataset, overrides={"epochs": epochs, "eval_every": int(os.environ.get("EV", 5)),
                                                          "logger": "none", "progress": False, **sets})
     datamodule = ScRCLDataModule.from_config(config)

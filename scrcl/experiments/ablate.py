@@ -115,7 +115,7 @@ def paired_difference(row: dict, full: dict | None, key: str = "ari") -> str:
 
 
 def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: Path, out_dir: Path, command: str,
-                    outcome: launcher.Outcome) -> str:
+                    outcome: launcher.Outcome, conditions: str) -> str:
     head = ["variant", "change", "runs", *[k.upper() for k in launcher.SCORES], "ARI by seed", "ARI − full, same seeds"]
     full = next((r for r in rows if not r["spec"]["set"]), None)  # the variant that changes nothing
     finished = sum(len(r["metrics"]) for r in rows)
@@ -127,6 +127,7 @@ def render_markdown(rows: list[dict], *, dataset: str, seeds: list[int], file: P
         f"- Seeds {', '.join(map(str, seeds))}; trials finished: {finished} of {sum(r['trials'] for r in rows)}; "
         f"failed this time: {len(outcome.failed)}; epochs reported: {', '.join(map(str, epochs)) or '–'}",
         f"- Run directories: `{shown_path(out_dir)}/<variant>-seed<s>/`; W&B group `{out_dir.name}`",
+        f"- {conditions}",
         "- Scores of each run's reported evaluation (the final epoch, or the one its config's label-free `select` chose; "
         "labels choose nothing; never the oracle_* figures), mean ± population std over seeds "
         "[95% interval of the mean, Student's t].",
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         launcher.report(outcome)
     rows = results_rows(variants, trials)
-    text = write_results(rows, out_dir, dataset=dataset, seeds=seeds, file=file, command=command, outcome=outcome)
+    text = write_results(rows, out_dir, dataset=dataset, seeds=seeds, file=file, command=command, outcome=outcome,
+                         conditions=launcher.conditions(trials))
     print(text, end="")
     print(f"written: {out_dir / 'ablation.md'}, {out_dir / 'ablation.csv'}")
     return 0 if outcome.ok else 1

@@ -421,6 +421,21 @@ def read_metrics(trial: Trial) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def conditions(trials: Sequence[Trial]) -> str:
+    """The finished trials' precision, device and torch threads (``scrcl.train.results.conditions_text``), read from
+    each run directory's config.yaml and metrics.json: the sentence a sweep or ablation table states them in."""
+    from scrcl.train.results import conditions_text
+
+    runs = []
+    for trial in trials:
+        metrics = read_metrics(trial)
+        if metrics is not None:
+            path = trial.run_dir / "config.yaml"
+            config = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+            runs.append((config, metrics))
+    return conditions_text(runs, "each run's config.yaml and metrics.json")
+
+
 def score_summary(metrics: Sequence[dict]) -> dict:
     """(mean, population std, values) of each reported score over ``metrics`` (never the oracle_* keys)."""
     values = {k: np.array([m[k] for m in metrics if k in m], dtype=float) for k in SCORES}

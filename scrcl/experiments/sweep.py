@@ -397,6 +397,7 @@ def write_results(trials: list[launcher.Trial], sweep: dict, *, file: Path, data
         f"Trials: {len(trials)} ({len(rows)} settings × {max(len(seeds), 1)} seed(s){': ' + ', '.join(map(str, seeds)) if seeds else ''}); "
         f"finished: {finished}; failed this time: {len(outcome.failed)}",
         f"Run directories: `{shown_path(out_dir)}/<trial>/`; W&B group `{out_dir.name}`",
+        launcher.conditions(trials),
         "Scores of each run's reported evaluation (the final epoch, or the one its config's label-free `select` chose; "
         "never the oracle_* keys), mean ± population std over seeds [95% interval of the "
         f"mean, Student's t]; the sweep's metric ({metric.upper()}) in bold; its last column: each setting minus the "

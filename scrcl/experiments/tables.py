@@ -351,15 +351,11 @@ MARGINS_NOTE = ("Each cell: the mean over seeds of (scRCL's reported score − t
 
 def run_conditions(results: list[dict]) -> str:
     """The header line a results table states its runs' precision, device and threads in: precision from the table's
-    config (runs made with another are refused), device and threads from each run's metrics.json (a GPU run records
-    its peak memory there); several values when runs differ."""
-    def values(get) -> str:
-        found = sorted({str(get(r, m)) for r in results for m in r["scrcl"]})
-        return ", ".join(found) or "–"
+    config (runs made with another are refused), device and threads from each run's metrics.json."""
+    from scrcl.train.results import conditions_text
 
-    return (f"- Precision {values(lambda r, m: r['config'].get('precision'))}; device "
-            f"{values(lambda r, m: 'cpu' if m.get('gpu_peak_memory_mb') is None else 'gpu')}; torch threads "
-            f"{values(lambda r, m: m.get('torch_threads', '–'))} (the table's config and the runs' metrics.json).")
+    return "- " + conditions_text(((r["config"], m) for r in results for m in r["scrcl"]),
+                           "the table's config and the runs' metrics.json")
 
 
 def settings_section(results: list[dict], label: str) -> list[str]:

@@ -130,6 +130,21 @@ def summarise(metrics: list[dict]) -> dict:
     return out
 
 
+def conditions_text(runs, source: str) -> str:
+    """The sentence a table states its runs' precision, device and torch threads in, from ``(config, metrics)`` pairs of
+    finished runs: precision from the config, device and threads from metrics.json (a GPU run records its peak GPU
+    memory there, a CPU run None); every value found when the runs differ, ``–`` when none says. ``source``: where
+    the figures were read, shown in brackets."""
+    runs = list(runs)
+
+    def values(get) -> str:
+        return ", ".join(sorted({str(get(config, metrics)) for config, metrics in runs})) or "–"
+
+    device = values(lambda c, m: "cpu" if m.get("gpu_peak_memory_mb") is None else "gpu")
+    return (f"Precision {values(lambda c, m: c.get('precision', '–'))}; device {device}; torch threads "
+            f"{values(lambda c, m: m.get('torch_threads', '–'))} ({source}).")
+
+
 def final_line(metrics: dict) -> str:
     """The last line a run prints."""
     if "acc" in metrics:

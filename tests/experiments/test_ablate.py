@@ -68,7 +68,7 @@ def test_variants_times_seeds_and_the_table(tmp_path):
     assert outcome.ok and len(outcome.ran) == 6
     rows = ablate.results_rows(variants, trials)
     text = ablate.write_results(rows, tmp_path, dataset="pbmc68k", seeds=[5, 15, 25], file=ablate.DEFAULT_FILE,
-                                command="test", outcome=outcome)
+                                command="test", outcome=outcome, conditions=launcher.conditions(trials))
     ari = np.array([0.605, 0.615, 0.625])
     no_ndc = np.array([0.31, 0.33, 0.35])
     from scrcl.eval.metrics import mean_std_text, paired_difference_text
@@ -80,6 +80,8 @@ def test_variants_times_seeds_and_the_table(tmp_path):
             f"| {mean_std_text([0.5] * 3)} | 5: 0.310, 15: 0.330, 25: 0.350 | {paired_difference_text(no_ndc, ari)} |") in text
     assert f"{(no_ndc - ari).mean():+.3f} [" in text and "(3 seeds; beyond noise)" in text
     assert "0.999" not in text  # the fake's oracle_* figures never reach the table
+    # precision from each run's config.yaml, device and threads from its metrics.json (the fake: 1 + seed % 2 threads)
+    assert "\n- Precision 32-true; device cpu; torch threads 2 (each run's config.yaml and metrics.json).\n" in text
     csv = (tmp_path / "ablation.csv").read_text().splitlines()
     assert csv[0] == "variant,change,runs,trials,acc_mean,acc_std,nmi_mean,nmi_std,ari_mean,ari_std,f1_mean,f1_std"
     assert csv[2].startswith("no_ndc,alpha=0,3,3,0.700000,0.000000")

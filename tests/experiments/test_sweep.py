@@ -59,7 +59,8 @@ def fake_train(scores=None, fail=(), sleep=0.0, calls=None):
             return 1
         values = scores(config) if scores else {k: 0.5 for k in launcher.SCORES}
         metrics = {**values, "oracle_ari": 0.999, "oracle_nmi": 0.999, "seed": config["seed"], "epoch": config["epochs"],
-                   "n_genes": min(config["hvg"], 765)}
+                   "n_genes": min(config["hvg"], 765), "torch_threads": 1 + config["seed"] % 2,
+                   "gpu_peak_memory_mb": 10.0 if env.get("CUDA_VISIBLE_DEVICES") else None}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         log_path.write_text("ACC {acc:.4f} NMI {nmi:.4f} ARI {ari:.4f} F1 {f1:.4f}\n".format(**values))
         return 0
@@ -156,6 +157,8 @@ def test_seeds_repeat_every_setting_and_pool_in_the_table(tmp_path):
     # the sweep's metric (ARI) is 0.4 everywhere: the first setting is "best", every other one is +0.000 within noise
     assert text.count("| best |") == 1 and text.count("+0.000 [+0.000, +0.000] (2 seeds; within noise)") == 4
     assert figure == tmp_path / "sweep.png" and figure.stat().st_size > 10_000
+    # the runs' precision (config.yaml), device and threads (metrics.json): seeds 5 and 15 both ran at 2 threads here
+    assert ("- Precision 32-true; device cpu; torch threads 2 (each run's config.yaml and metrics.json)." in text)
     csv = (tmp_path / "sweep.csv").read_text().splitlines()
     assert csv[0].startswith("hvg,runs,trials,genes,acc_mean,acc_std") and len(csv) == 6
 

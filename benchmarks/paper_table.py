@@ -31,10 +31,10 @@ from pathlib import Path
 from datamodules.datamodule import ScRCLDataModule
 from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.eval.metrics import SCORES
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, cached_baselines, local_datasets, machine, margin, method_rows, oracle_section, run_conditions, selection_section, parse_seeds_for, parse_sets,
+    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, cached_baselines, machine, margin, method_rows, oracle_section, run_conditions, selection_section, parse_seeds_for, parse_sets, table_datasets,
     pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds
@@ -173,23 +173,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default=DEFAULT_SEEDS)
     parser.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",
                         help="other seeds for one dataset, e.g. pbmc10x=5,15,25 (repeatable); its row lists them")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs for every dataset (default: each dataset's config)")
+    parser.add_argument("--epochs", type=whole_number(1), default=None, help="epochs for every dataset (default: each dataset's config)")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every dataset")
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "paper_table", help="where the run directories go")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "RESULTS.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "RESULTS.md")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python benchmarks/paper_table.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
 
-    from datamodules.registry import get_spec
-
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {args.epochs}")
-    names = [get_spec(n).name for n in args.datasets.split(",") if n.strip()] if args.datasets else local_datasets(args.data_dir, args.task)
+    names = table_datasets(args.datasets, args.data_dir, args.task)
     if not names:
         raise UserError("no dataset to run: none is available in the data directory; pass --data-dir or --datasets")
     quiet_libraries()

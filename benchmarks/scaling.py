@@ -49,7 +49,7 @@ from scrcl.experiments.tables import parse_sets
 from scrcl.experiments.timing import autocast_dtype, first_optimizer, timed_epoch
 from scrcl.train.module import build_module
 from scrcl.train.loggers import quiet_libraries
-from scrcl.errors import UserError, run_entry  # noqa: E402
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number  # noqa: E402
 
 SIZES = (2000, 8000, 32000, 128000)
 QUICK_SIZES = (2000, 8000)
@@ -588,22 +588,22 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = CommandLineParser(prog="scaling.py", command="python benchmarks/scaling.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 2000 and 8000 only, no Trainer run, no extra dense size")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="cell counts, comma-separated")
-    parser.add_argument("--hidden-dim", type=int, default=1500, help="latent width d (the paper's: 1500)")
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per configuration (median reported)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
-    parser.add_argument("--trainer-epochs", type=int, default=5, help="epochs of the real Trainer run at the largest N (0: skip it)")
+    parser.add_argument("--hidden-dim", type=whole_number(1), default=1500, help="latent width d (the paper's: 1500)")
+    parser.add_argument("--epochs", type=whole_number(1), default=5, help="timed epochs per configuration (median reported)")
+    parser.add_argument("--warmup", type=whole_number(0), default=1, help="untimed epochs first")
+    parser.add_argument("--trainer-epochs", type=whole_number(0), default=5, help="epochs of the real Trainer run at the largest N (0: skip it)")
     parser.add_argument("--impls", default="linear,dense", help="which implementations (linear always runs)")
     parser.add_argument("--no-dense-max", dest="dense_max", action="store_false",
                         help="do not add the largest N the dense form fits (when it stops fitting before the largest size)")
-    parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads per process")
+    parser.add_argument("--threads", type=whole_number(1), default=2, help="torch/OpenMP threads per process")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the timed training runs")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0, help="skip dense beyond this predicted peak; stop any run past it")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=whole_number(0), default=0)
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "scaling.md"), help="markdown report (the PNG goes beside it)")
+    parser.add_argument("--output", type=output_file, default=str(ROOT / "benchmarks" / "results" / "scaling.md"), help="markdown report (the PNG goes beside it)")
     parser.add_argument("--note", default="", help="a sentence recorded in the report (e.g. about GPUs)")
     parser.add_argument("--keep-work", action="store_true", help="keep the resampled data and caches (printed path)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -618,11 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args) -> None:
-    for name in ("hidden_dim", "epochs", "threads"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.warmup < 0 or args.trainer_epochs < 0 or args.memory_limit_gb <= 0:
-        raise UserError("--warmup and --trainer-epochs must be ≥ 0, --memory-limit-gb positive")
+    if not args.memory_limit_gb > 0:
+        raise UserError(f"--memory-limit-gb must be positive, got {args.memory_limit_gb}")
+    bench_config(Path("check.h5ad"), args)  # the --set keys and values, before any data is built
     if args.device == "cuda":
         import torch
 

@@ -39,10 +39,10 @@ import numpy as np
 from datamodules.datamodule import ScRCLDataModule
 from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 from scrcl.experiments.tables import (
     BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, has_live_final, leiden_with_k,
-    local_datasets, machine, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, pca_kmeans,
+    machine, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, table_datasets, pca_kmeans,
     run_conditions, scrcl_run, selection_section, settings_section, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
@@ -216,18 +216,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "spatial_table", help="where the run directories go")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=output_file, default=None,
                         help="markdown file (default: benchmarks/results/SPATIAL.md, SPATIAL_generic.md for --config generic)")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python benchmarks/spatial_table.py" + "".join(f" {shlex.quote(str(a))}" for a in (sys.argv[1:] if argv is None else argv))
     output = args.output or ROOT / "benchmarks" / "results" / ("SPATIAL.md" if args.config == "published" else "SPATIAL_generic.md")
 
-    from datamodules.registry import get_spec
-
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
-    names = [get_spec(n).name for n in args.datasets.split(",") if n.strip()] if args.datasets else local_datasets(args.data_dir, "st")
+    names = table_datasets(args.datasets, args.data_dir, "st")
     if not names:
         raise UserError("no spatial slice to run: none is available in the data directory; pass --data-dir or --datasets")
     seeds_for = parse_seeds_for(args.seeds_for)

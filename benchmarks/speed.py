@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.experiments.tables import code_version, machine, parse_sets
 from scrcl.experiments.timing import autocast_dtype, clock, first_optimizer, saved_for_backward_bytes, timed_epoch
 
@@ -126,19 +126,17 @@ def append(path: Path, r: dict, command: str) -> None:
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="speed.py", command="python benchmarks/speed.py", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="pbmc10x")
-    parser.add_argument("--hidden-dim", type=int, default=1500)
+    parser.add_argument("--hidden-dim", type=whole_number(1), default=1500)
     parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "16-mixed"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--epochs", type=int, default=10, help="timed epochs (after --warmup)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--epochs", type=whole_number(1), default=10, help="timed epochs (after --warmup)")
+    parser.add_argument("--warmup", type=whole_number(0), default=2)
+    parser.add_argument("--threads", type=whole_number(1), default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--seed", type=whole_number(0), default=5)
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "speed.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "speed.md")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.warmup < 0 or args.hidden_dim < 1:
-        raise UserError("--epochs and --hidden-dim must be at least 1, --warmup at least 0")
     command = "python benchmarks/speed.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     result = measure(args)
     print(json.dumps(result))

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.experiments.tables import code_version, machine, parse_sets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,16 +105,12 @@ def append_rows(path: Path, result: dict, command: str) -> None:
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="startup.py", command="python benchmarks/startup.py", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="pbmc10x")
-    parser.add_argument("--repeats", type=int, default=3, help="timings of train.py --help and of each import (medians)")
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: as set)")
+    parser.add_argument("--repeats", type=whole_number(1), default=3, help="timings of train.py --help and of each import (medians)")
+    parser.add_argument("--threads", type=whole_number(1), default=None, help="OMP_NUM_THREADS of the runs (default: as set)")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for both runs")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "startup.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "startup.md")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        raise UserError(f"--repeats must be at least 1, got {args.repeats}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
     args.flags = flags(args.set)
     from datamodules.loading import resolve_data_dir
     from scrcl.train.config import resolve_config

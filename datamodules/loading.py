@@ -48,6 +48,12 @@ def _choose_source(spec: DatasetSpec, data_dir: Path) -> Source:
     raise UserError(f"dataset '{spec.name}': no file found (expected {expected}) and none can be downloaded automatically; get it from {spec.hint}")
 
 
+def check_obtainable(name: str, data_dir: str | os.PathLike | None = None) -> None:
+    """The one-line UserError now, before any work, if a registry dataset has no local file and none can be downloaded
+    (a batch of runs checks every dataset it names before its first run)."""
+    _choose_source(get_spec(name), resolve_data_dir(data_dir))
+
+
 @dataclass
 class Resolved:
     """A registry dataset's files, present on disk (fetched if need be) but not yet read."""
@@ -157,6 +163,8 @@ def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) 
 
 
 def _usable(matrix) -> bool:
+    if matrix is None:
+        return False
     data = matrix.data if sp.issparse(matrix) else np.asarray(matrix)
     return not data.size or (bool(np.all(np.isfinite(data))) and data.min() >= 0)
 
@@ -164,13 +172,16 @@ def _usable(matrix) -> bool:
 def with_raw_if_x_unusable(adata, where: str):
     """(adata, note): scanpy users often hold z-scored values in X and the log-normalised matrix in ``.raw``. When X
     has negative or non-finite values and ``.raw`` is usable, the model reads ``.raw`` (its genes), and says so."""
+    if adata.X is None and (adata.raw is None or not _usable(adata.raw.X)):
+        raise UserError(f"{where} has no expression matrix (its X is empty); put counts or log-normalised values in X")
     if adata.raw is None or _usable(adata.X) or not _usable(adata.raw.X):
         return adata, None
     import anndata as ad
 
     raw = adata.raw
     out = ad.AnnData(X=raw.X.copy(), obs=adata.obs.copy(), var=raw.var.copy(), obsm=dict(adata.obsm), uns=dict(adata.uns))
-    note = (f"{where}: X has negative values (scaled or centred), so its .raw is used ({raw.shape[1]} genes, "
+    state = "is empty" if adata.X is None else "has negative values (scaled or centred)"
+    note = (f"{where}: X {state}, so its .raw is used ({raw.shape[1]} genes, "
             "non-negative): the model needs counts or log-normalised values")
     return out, note
 

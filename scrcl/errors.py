@@ -81,3 +81,36 @@ class CommandLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UserError(f"{message} (see {self.command} --help)")
+
+
+def whole_number(minimum: int = 1) -> Callable[[str], int]:
+    """An argparse ``type``: an integer of at least ``minimum`` (counts of epochs, threads, repeats; a seed from 0).
+    Anything else is the parser's one-line error, e.g. ``argument --threads: must be at least 1, got -1``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"  # argparse names the type in its fallback message
+    return parse
+
+
+def output_file(text: str):
+    """An argparse ``type`` for a report the command writes at its end (``--output FILE``): checked when the command
+    line is read, so a path that can never be written stops the command before any work, in one line."""
+    import os
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give the file to write")
+    folder = next(p for p in (path.parent.absolute(), *path.parent.absolute().parents) if p.exists())
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder} is a file, so {text} cannot be written")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{folder} is not writable, so {text} cannot be written")
+    return path

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from scrcl.experiments.ablate import DEFAULT_FILE, load_variants
 from scrcl.atomic import atomic_write_text
 from scrcl.train.config import parse_int_list
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 
 METRICS = ("acc", "nmi", "ari", "f1")
 TRIAL = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", default="10,50,100,200,300,400", help="epochs to show (default: %(default)s)")
     parser.add_argument("--metric", default="ari", choices=METRICS)
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE, help="the ablation file, for the variants' order")
-    parser.add_argument("--output", type=Path, help="write the table here (default: print it)")
+    parser.add_argument("--output", type=output_file, help="write the table here (default: print it)")
     args = parser.parse_args(argv)
     epochs = parse_epochs(args.epochs)
     trials = read_trials(args.batch, args.metric)

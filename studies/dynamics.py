@@ -38,7 +38,7 @@ from datamodules.datamodule import ScRCLDataModule
 from scrcl.train.module import build_module
 from scrcl.train.loggers import quiet_libraries
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -134,16 +134,14 @@ def render(dataset: str, variants: list[tuple[str, dict, list[dict]]], *, comman
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="dynamics.py", command="python studies/dynamics.py", description=__doc__.split("\n")[0])
     parser.add_argument("dataset")
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--every", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--epochs", type=whole_number(1), default=300)
+    parser.add_argument("--every", type=whole_number(1), default=10)
+    parser.add_argument("--seed", type=whole_number(0), default=5)
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every variant")
     parser.add_argument("--variant", action="append", default=[], help="NAME=JSON: more config keys for one variant (repeatable)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=Path, required=True, help="markdown file; the records go to the same name with .json")
+    parser.add_argument("--output", type=output_file, required=True, help="markdown file; the records go to the same name with .json")
     args = parser.parse_args(argv)
-    if args.epochs < 1 or args.every < 1:
-        raise UserError("--epochs and --every must be ≥ 1")
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python studies/dynamics.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     base = parse_sets(args.set)
@@ -151,7 +149,11 @@ def main(argv=None) -> int:
 
     from datamodules.registry import get_spec
 
+    from scrcl.train.config import resolve_config
+
     dataset = get_spec(args.dataset).name
+    for _, sets in variants:  # every variant's settings checked before the first one trains
+        resolve_config(dataset=dataset, overrides={**base, **sets, "epochs": args.epochs})
     quiet_libraries()
     done = [(name, sets, trace(dataset, {**base, **sets}, epochs=args.epochs, every=args.every, seed=args.seed,
                                data_dir=args.data_dir)) for name, sets in variants]

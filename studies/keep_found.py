@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.eval.metrics import mean_std_text
 from scrcl.experiments.tables import code_version, machine
 from scrcl.train.config import parse_seeds
@@ -42,15 +42,16 @@ def run_dir(runs: Path, dataset: str, schedule: str, seed: int) -> Path:
     return runs / dataset / f"{schedule}-seed{seed}"
 
 
-def train(args, dataset: str, schedule: str, seed: int) -> None:
-    """One run of train.py, continued where an earlier one left a checkpoint, skipped when it finished."""
+def train(args, dataset: str, schedule: str, seed: int) -> int:
+    """One run of train.py, continued where an earlier one left a checkpoint, skipped when it finished; its exit
+    status (0 when skipped)."""
     import shutil
 
     from scrcl.train.rundir import resumable
 
     target = run_dir(args.runs, dataset, schedule, seed)
     if (target / "metrics.json").exists():
-        return
+        return 0
     if resumable(target):
         command = ["--resume", str(target)]
     else:
@@ -68,6 +69,7 @@ def train(args, dataset: str, schedule: str, seed: int) -> None:
           f"{(done.stdout.strip().splitlines() or [''])[-1]}", flush=True)
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
+    return done.returncode
 
 
 def pick(history, weights: str, report: str) -> dict:
@@ -234,10 +236,10 @@ def main(argv=None) -> int:
     parser.add_argument("--datasets", default="pollen,pbmc68k,baron_mouse1,baron_mouse2,mouse_bladder_han,pbmc10x,dlpfc_151673")
     parser.add_argument("--seeds", default="5,15,25")
     parser.add_argument("--precision", default="bf16-mixed", choices=("32-true", "bf16-mixed"))
-    parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=None, help="default: each dataset's config (500)")
+    parser.add_argument("--eval-every", type=whole_number(1), default=10)
+    parser.add_argument("--epochs", type=whole_number(1), default=None, help="default: each dataset's config (500)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "keep_found")
-    parser.add_argument("--output", type=Path, default=ROOT / "studies" / "results" / "keep_found.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "studies" / "results" / "keep_found.md")
     parser.add_argument("--schedules", default=",".join(SCHEDULES),
                         help="which runs to make (comma-separated, of constant, cosine); the table reads every finished run")
     parser.add_argument("--report-only", action="store_true")
@@ -247,14 +249,24 @@ def main(argv=None) -> int:
     unknown = sorted(set(schedules) - set(SCHEDULES))
     if unknown or not schedules:
         raise UserError(f"--schedules takes {' and/or '.join(SCHEDULES)}, got {args.schedules!r}")
+    from datamodules.registry import get_spec
+
+    datasets = [get_spec(d.strip()).name for d in args.datasets.split(",") if d.strip()]  # a wrong name: before any run
+    seeds = parse_seeds(args.seeds)
+    failed = []
     if not args.report_only:
-        for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-            for seed in parse_seeds(args.seeds):
+        for dataset in datasets:
+            for seed in seeds:
                 for schedule in schedules:
-                    train(args, dataset, schedule, seed)
+                    if train(args, dataset, schedule, seed) != 0:
+                        failed.append(f"{dataset} {schedule} seed {seed}")
             atomic_write_text(args.output, report(args))  # after each dataset: the table so far
     atomic_write_text(args.output, report(args))
     print(f"wrote {args.output}")
+    if failed:  # the table holds the finished runs; a batch system must still see that some did not finish
+        print(f"{len(failed)} run(s) failed ({'; '.join(failed)}); their lines above say why, and the same command "
+              "continues them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -29,7 +29,7 @@ from scrcl.experiments.tables import machine
 from scrcl.experiments.tables import pca_kmeans
 from scrcl.train.loggers import quiet_libraries
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 
 
 def edge_mix(graph, y: np.ndarray, n_types: int) -> np.ndarray:
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     parser = CommandLineParser(prog="per_type.py", command="python studies/per_type.py", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories (one seed each)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "per_type.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "per_type.md")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python studies/per_type.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from scrcl.errors import CommandLineParser, run_entry
+from scrcl.errors import CommandLineParser, output_file, run_entry, whole_number
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,10 +117,10 @@ def errors(result, reference) -> dict:
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="plain_autograd.py", command="python studies/plain_autograd.py", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="pbmc10x")
-    parser.add_argument("--hidden-dim", type=int, default=1500)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=ROOT / "studies" / "results" / "plain_autograd.md")
+    parser.add_argument("--hidden-dim", type=whole_number(1), default=1500)
+    parser.add_argument("--repeats", type=whole_number(1), default=5)
+    parser.add_argument("--seed", type=whole_number(0), default=5)
+    parser.add_argument("--output", type=output_file, default=ROOT / "studies" / "results" / "plain_autograd.md")
     args = parser.parse_args(argv)
 
     import lightning as L

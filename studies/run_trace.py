@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 
 COLUMNS = (("val/ari", "ARI"), ("val/ari_unrefined", "ARI raw"), ("train/loss", "loss"), ("train/ndc", "NDC"),
            ("train/cvc", "CVC"), ("weights/rms_refinement.projector", "RMS projector"), ("weights/rms_view_m.linear", "RMS MLP view"))
@@ -32,17 +32,22 @@ COLUMNS = (("val/ari", "ARI"), ("val/ari_unrefined", "ARI raw"), ("train/loss", 
 
 def read_run(run_dir: Path) -> dict:
     """Per-epoch values of the run's CSV log (one merged row per epoch) and its settings."""
-    import yaml
-
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file() or not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory with a CSV log (no csv/metrics.csv or config.yaml)")
+    from scrcl.train.config import read_config_file
+
     epochs: dict[int, dict] = {}
-    with path.open() as handle:
-        for row in csv.DictReader(handle):
-            if row.get("epoch"):
-                epochs.setdefault(int(row["epoch"]), {}).update({k: float(v) for k, v in row.items() if v not in ("", None)})
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    try:
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                if row.get("epoch"):
+                    epochs.setdefault(int(row["epoch"]), {}).update({k: float(v) for k, v in row.items() if k and v not in ("", None)})
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error):
+        raise UserError(f"{path} is not a CSV log written by train.py (a value that is not a number)") from None
+    if not epochs:
+        raise UserError(f"{path} holds no epoch of a CSV log written by train.py (--logger csv)")
+    config = read_config_file(run_dir / "config.yaml", "the run's config")
     return {"dir": run_dir, "config": config, "epochs": epochs}
 
 
@@ -98,7 +103,7 @@ def render(runs: list[dict], command: str, started: str) -> str:
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="run_trace.py", command="python studies/run_trace.py", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=output_file, required=True)
     args = parser.parse_args(argv)
     command = "python studies/run_trace.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
     runs = [read_run(d) for d in args.runs]

@@ -28,13 +28,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from scrcl.experiments.tables import local_datasets, machine, table_config
+from scrcl.experiments.tables import machine, table_config, table_datasets
 from scrcl.experiments.tables import pca_kmeans
 from datamodules.datamodule import ScRCLDataModule
 from scrcl.train.loggers import quiet_libraries
 from scrcl.atomic import atomic_write_text
 from scrcl.train.config import parse_int_list, parse_seeds
-from scrcl.errors import CommandLineParser, UserError, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 
 
 def homophily(graph, y: np.ndarray) -> float:
@@ -146,12 +146,11 @@ def main(argv=None) -> int:
     parser.add_argument("--graph-pcs", default="default,50",
                         help="features of the cell graph: 'default' (the reference's rule) and/or numbers of principal components")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "smoothing.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "smoothing.md")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python studies/smoothing.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
 
-    from datamodules.registry import get_spec
     from scrcl.train.config import generic_config
 
     ks, passes, seeds = parse_int_list(args.ks, "ks"), parse_int_list(args.passes, "passes"), parse_seeds(args.seeds)
@@ -161,7 +160,7 @@ def main(argv=None) -> int:
     if not graph_pcs or any(v is not None and (not v.isdigit() or int(v) < 1) for v in graph_pcs):
         raise UserError(f"--graph-pcs takes 'default' and/or positive integers, e.g. default,50; got '{args.graph_pcs}'")
     graph_pcs = tuple(None if v is None else int(v) for v in graph_pcs)
-    names = [get_spec(n).name for n in args.datasets.split(",") if n.strip()] if args.datasets else local_datasets(args.data_dir, "sc")
+    names = table_datasets(args.datasets, args.data_dir, "sc")
     if not names:
         raise UserError("no dataset to run: none is available in the data directory; pass --data-dir or --datasets")
     quiet_libraries()

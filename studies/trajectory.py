@@ -19,7 +19,7 @@ import time
 from datamodules.datamodule import ScRCLDataModule
 from scrcl.train import run as runner
 from scrcl.train.config import resolve_config
-from scrcl.errors import CommandLineParser, run_entry
+from scrcl.errors import CommandLineParser, run_entry, whole_number
 
 
 def json_object(text: str) -> dict:
@@ -36,9 +36,9 @@ def json_object(text: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = CommandLineParser(prog="trajectory.py", command="python studies/trajectory.py", description=__doc__.split("\n")[0])
     parser.add_argument("dataset", help="registry dataset, e.g. pbmc10x")
-    parser.add_argument("epochs", type=int, help="epochs to train")
+    parser.add_argument("epochs", type=whole_number(1), help="epochs to train")
     parser.add_argument("sets", type=json_object, help='config overrides as a JSON object, e.g. \'{"hidden_dim": 256}\'')
-    parser.add_argument("seed", type=int, nargs="?", default=5, help="seed (default 5)")
+    parser.add_argument("seed", type=whole_number(0), nargs="?", default=5, help="seed (default 5)")
     args = parser.parse_args(argv)
     dataset, epochs, sets, seed = args.dataset, args.epochs, args.sets, args.seed
     config = resolve_config(dataset=dataset, overrides={"epochs": epochs, "eval_every": int(os.environ.get("EV", 5)),

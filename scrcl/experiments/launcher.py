@@ -311,6 +311,9 @@ def run_trials(trials: Sequence[Trial], out_dir: Path, slots: Sequence[Slot], *,
                execute_fn: Callable[[list[str], dict, Path], int] | None = None) -> Outcome:
     """Run the trials not finished yet on ``slots``; ``--dry-run`` prints their commands and runs nothing;
     ``--report`` (``report_only``) runs nothing either and leaves the caller to tabulate the finished ones."""
+    blocked = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # before the plan: nothing has run or been written
+        raise UserError(f"--output {out_dir}: {blocked} is a file, not a directory; give a directory for the batch")
     states = plan(trials)
     outcome = Outcome(skipped=[t for t, s in states if s == "done"])
     todo = [(t, s) for t, s in states if s != "done"]
@@ -328,7 +331,10 @@ def run_trials(trials: Sequence[Trial], out_dir: Path, slots: Sequence[Slot], *,
         for t, s in todo:
             log(shlex.join(trial_command(t, s)))
         return outcome
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--output {out_dir}: cannot create the batch directory ({err.strerror})") from None
     lock = threading.Lock()
     counter = iter(range(1, len(todo) + 1))
 

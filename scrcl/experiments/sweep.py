@@ -59,6 +59,9 @@ def load_sweep(path: str | Path) -> dict:
         raise UserError(f"sweep file {path}: 'parameters' must map parameter names to their values")
     for name, spec in sweep["parameters"].items():
         check_parameter(path, str(name), spec)
+    cap = sweep.get("run_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise UserError(f"sweep file {path}: run_cap must be a whole number of runs ≥ 1, got {cap!r}")
     command_args(sweep, path)
     metric_key(sweep, path)
     return sweep
@@ -83,6 +86,12 @@ def check_parameter(path: Path, name: str, spec) -> None:
                         f"launcher does not draw from ({', '.join(DISTRIBUTIONS)}); run it with wandb agent")
     if kind == "categorical" and (not isinstance(spec.get("values"), list) or not spec["values"]):
         raise UserError(f"sweep file {path}: parameter '{name}' needs a non-empty list of values")
+    if kind == "categorical" and "probabilities" in spec:
+        p = spec["probabilities"]
+        numbers = isinstance(p, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in p)
+        if not numbers or len(p) != len(spec["values"]) or not math.isclose(sum(p), 1.0, abs_tol=1e-6):
+            raise UserError(f"sweep file {path}: parameter '{name}': probabilities must be {len(spec['values'])} numbers "
+                            f"≥ 0 (one per value) that sum to 1, got {p!r}")
     if kind not in ("constant", "categorical") and not all(k in spec for k in _bounds(kind)):
         raise UserError(f"sweep file {path}: parameter '{name}' ({kind}) needs {' and '.join(_bounds(kind))}")
     if kind not in ("constant", "categorical"):

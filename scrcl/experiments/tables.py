@@ -41,6 +41,20 @@ def local_datasets(data_dir: str | None, task: str) -> list[str]:
     return names
 
 
+def table_datasets(datasets: str | None, data_dir: str | None, task: str) -> list[str]:
+    """The datasets a table runs: ``--datasets`` (comma-separated registry names, each checked to be on disk or
+    downloadable before any run starts), else every local dataset of ``task``."""
+    from datamodules.loading import check_obtainable
+    from datamodules.registry import get_spec
+
+    if not datasets:
+        return local_datasets(data_dir, task)
+    names = [get_spec(n.strip()).name for n in datasets.split(",") if n.strip()]
+    for name in names:
+        check_obtainable(name, data_dir)
+    return names
+
+
 def table_config(name: str, epochs: int | None, sets: dict, data_dir: str | None) -> dict:
     """The dataset's own resolved config with the table's overrides (``--epochs``, ``--set``)."""
     overrides = {**sets, **TABLE_RUN_SETTINGS, "epochs": epochs, "data_dir": data_dir}
@@ -201,7 +215,10 @@ def parse_sets(items: list[str]) -> dict:
         if "=" not in item:
             raise UserError(f"--set takes key=value, got '{item}'")
         key, value = item.split("=", 1)
-        out[key.replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {item}: the value is not valid YAML (e.g. --set tms=[10,8], --set lr=1e-4)") from None
     return out
 
 

@@ -63,7 +63,11 @@ def main(argv=None) -> int:
 
     from scrcl.errors import Interrupted
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UserError as err:  # a wrong flag: one line, exit 2
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         from scrcl.train.config import resolve_config
@@ -88,13 +92,13 @@ def main(argv=None) -> int:
                 print(f"SLURM restart {os.environ['SLURM_RESTART_COUNT']}: continuing {candidate}")
                 args.resume = candidate
         if args.resume:
-            import yaml
+            from scrcl.train.config import read_config_file
 
             run_dir = os.path.abspath(args.resume)
             config_path = os.path.join(run_dir, "config.yaml")
             if not os.path.exists(config_path):
                 raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
-            if not (yaml.safe_load(Path(config_path).read_text()) or {}):
+            if not read_config_file(config_path, "the run's config"):
                 raise UserError(f"{config_path} holds no settings: that run stopped before its data were loaded, so there is "
                                 "nothing to resume; delete the directory and start the run again")
             kept = bookkeeping_keys()  # how and where it runs, not what it computes
@@ -112,7 +116,11 @@ def main(argv=None) -> int:
             result = runner.run(config, resume_dir=run_dir)
         else:
             if not (overrides["dataset"] or overrides["data"]):
-                overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
+                from scrcl.train.config import read_config_file
+
+                named = read_config_file(args.config) if args.config else {}
+                if not (named.get("dataset") or named.get("data")):  # --config may name them
+                    overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
             config = resolve_config(config_file=args.config, overrides=overrides)
             if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
                 from datamodules.loading import spatial_note

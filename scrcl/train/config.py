@@ -124,7 +124,8 @@ KEYS: tuple[Key, ...] = (
     Key("umap", bool, "UMAP plots (false saves umap-learn's start-up, ~10-20 s a run; result.h5ad still holds the "
         "embedding)", default=True, bookkeeping=True),
     Key("checkpoint_every", int, "checkpoint every N epochs (0 = only at the end)", default=50, low=0, bookkeeping=True),
-    Key("accelerator", str, "auto | cpu | gpu", default="auto", bookkeeping=True),
+    Key("accelerator", str, "where to train: auto (a GPU when torch sees one), cpu, gpu (cuda) or mps", default="auto",
+        choices=("auto", "cpu", "gpu", "cuda", "mps"), bookkeeping=True),
     Key("devices", int, "devices for the run: 1 (a run is one full-graph batch; several GPUs run several trials: "
         "python -m scrcl.experiments.sweep / ablate --gpus)", default=1, low=1, high=1, bookkeeping=True),
     Key("precision", str, "32-true | bf16-mixed | 16-mixed", default="32-true"),
@@ -172,34 +173,40 @@ def read_yaml(path: str | Path, what: str = "config file", hint: str = ""):
         state = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise UserError(f"{what} {path} {state}{hint}")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise UserError(f"{what} {path} is not valid YAML ({str(err).splitlines()[0]})")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a text file (not UTF-8): give a YAML file") from None
+    except OSError as err:
+        raise UserError(f"{what} {path} cannot be read ({err.strerror})") from None
 
 
-def _read_yaml(path: Path) -> dict:
-    data = read_yaml(path) or {}
+def read_config_file(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file of config keys (``--config``, a run's config.yaml): its mapping, ``{}`` when empty; anything else is
+    one UserError line."""
+    data = read_yaml(path, what) or {}
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of keys to values")
+        raise UserError(f"{what} {path} must hold a mapping of keys to values")
     return data
 
 
 def generic_config(task: str) -> dict:
     if task not in key("task").choices:
         raise UserError(f"task must be 'sc' or 'st', got '{task}'")
-    return _read_yaml(CONFIG_DIR / f"generic_{task}.yaml")
+    return read_config_file(CONFIG_DIR / f"generic_{task}.yaml")
 
 
 def dataset_config(name: str) -> dict:
     """Published per-dataset settings; {} for datasets that run on the generic defaults."""
     path = CONFIG_DIR / "datasets" / f"{name}.yaml"
-    return _read_yaml(path) if path.exists() else {}
+    return read_config_file(path) if path.exists() else {}
 
 
 def resolve_config(*, dataset: str | None = None, task: str | None = None, config_file: str | None = None, overrides: dict | None = None) -> dict:
     """Merge the layers in order and check every value; returns a new flat dict with every key."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    file_layer = _read_yaml(Path(config_file)) if config_file else {}
+    file_layer = read_config_file(config_file) if config_file else {}
     dataset = overrides.get("dataset") or file_layer.get("dataset") or dataset
     ds_layer: dict = {}
     registry_task = None

@@ -31,7 +31,8 @@ def test_startup_times_a_cold_and_a_warm_start(data_dir, tmp_path):
 
 
 def test_startup_refuses_bad_input_in_one_line(tmp_path):
-    for args, fragment in ((["--repeats", "0"], "--repeats must be at least 1"), (["--set", "hidden_dim"], "key=value"),
+    for args, fragment in ((["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+                           (["--threads", "-1"], "argument --threads: must be at least 1, got -1"), (["--set", "hidden_dim"], "key=value"),
                            (["--dataset", "no_such_set"], "unknown dataset"), (["--set", "no_such_key=1"], "unknown config key"),
                            (["--dataset", "pollen", "--data-dir", str(tmp_path)], "is not in")):
         done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup.py"), *args, "--output", str(tmp_path / "s.md")],

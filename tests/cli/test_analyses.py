@@ -273,7 +273,11 @@ def test_paper_table_matches_the_runs_and_resumes(tmp_path, data_dir):
 def test_paper_table_bad_input_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "RESULTS.md"
     for args, fragment in ((["--datasets", "no_such_set"], "unknown dataset"), (["--seeds", "a,b"], "seeds must be integers"),
-                           (["--set", "hidden_dim"], "key=value"), (["--epochs", "0"], "--epochs must be at least 1"),
+                           (["--set", "hidden_dim"], "key=value"), (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+                           (["--set", "tms=[10"], "--set tms=[10: the value is not valid YAML"),
+                           (["--output", tmp_path], f"argument --output: {tmp_path} is a directory"),
+                           # a dataset with no file (and none downloadable) stops the table before pbmc68k trains
+                           (["--datasets", "pbmc68k,zeisel", "--epochs", "1"], "dataset 'zeisel': no file found"),
                            (["--datasets", "pbmc68k", "--set", "no_such_key=1"], "unknown config key"),
                            (["--datasets", "pbmc68k", "--seeds-for", "pollen=5"], "not among the table's datasets"),
                            (["--datasets", "pbmc68k", "--seeds-for", "pbmc68k"], "NAME=SEEDS"),

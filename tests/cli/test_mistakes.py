@@ -188,3 +188,55 @@ def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, fin
     proc = train(tmp_path, data_dir, "--resume", run, "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert not (run / ".owner").exists()  # released when the run returned
+
+
+# -- mistakes found before any data is read --------------------------------------------------------------------------
+@pytest.mark.parametrize("case, args, message", [
+    ("unknown flag", ["--dataset", "pollen", "--bogus", "3"], "unrecognized arguments: --bogus 3 (see python train.py --help)"),
+    ("flag without its value", ["--dataset", "pollen", "--lr"], "argument --lr: expected one argument"),
+    ("config not text", ["--dataset", "pollen", "--config", "BINARY"], "is not a text file (not UTF-8)"),
+    ("resume with a broken config.yaml", ["--resume", "BROKEN_RUN"], "config.yaml is not valid YAML"),
+    ("accelerator Lightning cannot start here", ["--dataset", "pollen", "--accelerator", "tpu"],
+     "accelerator must be one of auto, cpu, gpu, cuda, mps, got 'tpu'"),
+])
+def test_a_mistake_in_the_command_line_is_one_line_before_any_data_is_read(case, args, message, tmp_path, data_dir):
+    """Each was a traceback: the flags were parsed outside the one-line handler, a non-UTF-8 file and a run's broken
+    config.yaml were read without it, and an accelerator whose backend is missing failed inside Lightning."""
+    (tmp_path / "binary.yaml").write_bytes(b"\x00\x01\xff\xfe")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.yaml").write_text("seed: [5\n")
+    args = [{"BINARY": tmp_path / "binary.yaml", "BROKEN_RUN": tmp_path / "broken"}.get(a, a) for a in args]
+    line = one_error_line(train(tmp_path, data_dir, *args, "--output", tmp_path / "runs"))
+    assert message in line, line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # stopped before reading any data
+
+
+def test_a_config_file_that_names_the_dataset_or_the_data_is_obeyed(tmp_path, data_dir):
+    """``dataset:`` in --config was overridden by the embedded default (the run trained PBMC 68k and exited 0), and
+    ``data:`` was refused as if neither had been given."""
+    named = tmp_path / "pollen.yaml"
+    named.write_text("dataset: pollen\nepochs: 1\nhidden_dim: 16\n")
+    proc = train(tmp_path, data_dir, "--config", named, "--no-umap", "--no-progress", "--logger", "none",
+                 "--output", tmp_path / "runs", "--run-name", "p")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "runs" / "p" / "metrics.json").read_text())["dataset"] == "pollen"
+    bundled = sc.datasets.pbmc68k_reduced()
+    mine = tmp_path / "mine.h5ad"
+    sc.AnnData(bundled.raw.X[:200].copy(), obs=bundled.obs[["bulk_labels"]].iloc[:200].copy()).write_h5ad(mine)
+    by_file = tmp_path / "mine.yaml"
+    by_file.write_text(f"data: {mine}\nlabel_key: bulk_labels\nepochs: 1\nhidden_dim: 16\n")
+    proc = train(tmp_path, data_dir, "--config", by_file, "--no-umap", "--no-progress", "--logger", "none",
+                 "--output", tmp_path / "runs", "--run-name", "m")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "runs" / "m" / "metrics.json").read_text())["n_cells"] == 200
+
+
+def test_an_h5ad_without_an_expression_matrix_is_one_line(tmp_path, data_dir):
+    """An AnnData written with obs and var but no X was a numpy TypeError traceback."""
+    import anndata as ad
+
+    path = tmp_path / "nox.h5ad"
+    ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(50)]), var=pd.DataFrame(index=[f"g{i}" for i in range(30)])).write_h5ad(path)
+    line = one_error_line(train(tmp_path, data_dir, "--data", path, "--n-clusters", "3", *FAST, "--output", tmp_path / "runs"))
+    assert "nox.h5ad has no expression matrix (its X is empty); put counts or log-normalised values in X" in line
+    assert not (tmp_path / "runs").exists()

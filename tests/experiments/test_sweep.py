@@ -205,6 +205,10 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
     (["BAYES"], "method must be grid or random offline"),
     (["MIN_ABOVE_MAX"], "min 0.01 is above max 0.0001"),
     (["TEXT_BOUND"], "max must be a finite number, got 'big'"),
+    (["RUN_CAP_TEXT"], "run_cap must be a whole number of runs ≥ 1, got 'two'"),
+    (["RUN_CAP_NEGATIVE"], "run_cap must be a whole number of runs ≥ 1, got -1"),
+    (["PROBABILITIES"], "probabilities must be 2 numbers ≥ 0 (one per value) that sum to 1, got [0.5, 0.7]"),
+    (["NOT_TEXT"], "is not a text file (not UTF-8)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     files = {
@@ -213,10 +217,15 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
         "BAYES": "method: bayes\nparameters:\n  hvg:\n    values: [500]\n",
         "MIN_ABOVE_MAX": "method: random\nparameters:\n  lr:\n    distribution: log_uniform_values\n    min: 0.01\n    max: 0.0001\n",
         "TEXT_BOUND": "method: random\nparameters:\n  lr:\n    min: 0.0001\n    max: big\n",
+        "RUN_CAP_TEXT": "method: grid\nrun_cap: two\nparameters:\n  hvg:\n    values: [500]\n",
+        "RUN_CAP_NEGATIVE": "method: grid\nrun_cap: -1\nparameters:\n  hvg:\n    values: [500]\n",
+        "PROBABILITIES": "method: random\nrun_cap: 2\nparameters:\n  hvg:\n    values: [500, 1000]\n    probabilities: [0.5, 0.7]\n",
+        "NOT_TEXT": b"\x00\x01\xff\xfe",
     }
     if args[0] in files:
         path = tmp_path / f"{args[0].lower()}.yaml"
-        path.write_text(files[args[0]])
+        content = files[args[0]]
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
         args = [path, *args[1:]]
     proc = cli(*args, "--output", tmp_path / "out", "--dry-run")
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -226,6 +235,21 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 
 # -- scheduling -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("module", ["scrcl.experiments.sweep", "scrcl.experiments.ablate"])
+def test_an_output_that_is_a_file_is_one_line_before_anything_runs(module, tmp_path):
+    """It was a FileExistsError traceback after the plan was printed."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("mine\n")
+    first = [str(SWEEPS / "hvg.yaml")] if module.endswith("sweep") else []
+    for output in (blocker, blocker / "batch"):
+        proc = subprocess.run([sys.executable, "-m", module, *first, "--dataset", "pbmc68k", "--seeds", "5", "--output", str(output)],
+                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"error: --output {output}: {blocker} is a file, not a directory; give a "
+                                                    "directory for the batch"]
+    assert blocker.read_text() == "mine\n"
+
+
 def test_gpus_each_trial_gets_one_gpu_and_no_two_running_trials_share_one(tmp_path):
     calls = []
     trials = k_trials(tmp_path, n=4)

@@ -59,7 +59,9 @@ def test_main_writes_a_table_per_variant_and_bad_input_is_one_line(tmp_path, dat
     from scrcl.errors import run_entry
 
     capsys.readouterr()
-    for args, fragment in ((["pbmc68k", "--variant", "x={bad"], "--variant"), (["pbmc68k", "--epochs", "0"], "--epochs")):
+    # a later variant's unknown key: refused before the first variant trains (it used to train it for minutes first)
+    for args, fragment in ((["pbmc68k", "--variant", "x={bad"], "--variant"), (["pbmc68k", "--epochs", "0"], "--epochs"),
+                           (["pbmc68k", "--variant", "a={}", "--variant", 'b={"lrr": 1}'], "unknown config key(s): lrr")):
         assert run_entry(dynamics.main, [*args, "--output", str(tmp_path / "bad.md")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0] and not (tmp_path / "bad.md").exists()

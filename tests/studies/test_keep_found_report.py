@@ -76,17 +76,32 @@ def test_a_dataset_still_running_is_shown_but_not_in_the_mean_over_datasets(tmp_
 
 def test_schedules_chooses_which_runs_are_made_and_a_wrong_one_is_one_line(tmp_path, monkeypatch, capsys):
     made = []
-    monkeypatch.setattr(keep_found, "train", lambda args, dataset, schedule, seed: made.append((dataset, schedule, seed)))
-    common = ["--datasets", "toy", "--seeds", "5,15", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "out.md")]
+    monkeypatch.setattr(keep_found, "train", lambda args, dataset, schedule, seed: made.append((dataset, schedule, seed)) or 0)
+    common = ["--datasets", "Pollen", "--seeds", "5,15", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "out.md")]
     assert keep_found.main([*common, "--schedules", "constant"]) == 0
-    assert made == [("toy", "constant", 5), ("toy", "constant", 15)]
+    assert made == [("pollen", "constant", 5), ("pollen", "constant", 15)]  # the registry's own name
     made.clear()
     assert keep_found.main(common) == 0  # both by default
-    assert made == [("toy", s, seed) for seed in (5, 15) for s in keep_found.SCHEDULES]
+    assert made == [("pollen", s, seed) for seed in (5, 15) for s in keep_found.SCHEDULES]
     made.clear()
     assert run_entry(keep_found.main, [*common, "--schedules", "constant,linear"]) == 2 and made == []
     err = capsys.readouterr().err.strip()
     assert "--schedules takes constant and/or cosine, got 'constant,linear'" in err and "\n" not in err
+    # a wrong dataset name stops the study before its first run, in one line
+    assert run_entry(keep_found.main, ["--datasets", "pollen,no_such_set", *common[2:]]) == 2 and made == []
+    err = capsys.readouterr().err.strip()
+    assert "no_such_set" in err and "\n" not in err
+
+
+def test_a_run_that_fails_makes_the_study_exit_1_after_writing_the_table_of_the_others(tmp_path, monkeypatch, capsys):
+    """A batch system must see that a run did not finish (the study used to exit 0 with the failure only in the log)."""
+    monkeypatch.setattr(keep_found, "train", lambda args, dataset, schedule, seed: 1 if seed == 15 else 0)
+    out = tmp_path / "out.md"
+    args = ["--datasets", "pollen", "--seeds", "5,15", "--schedules", "constant", "--runs", str(tmp_path / "runs"), "--output", str(out)]
+    assert keep_found.main(args) == 1
+    assert out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["1 run(s) failed (pollen constant seed 15); their lines above say why, and the same command continues them"]
 
 
 def test_constant_lr_section_takes_every_dataset_with_its_seeds_and_the_scrnaseq_sets_apart(tmp_path, monkeypatch):

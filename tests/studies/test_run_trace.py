@@ -44,3 +44,26 @@ def test_main_writes_one_row_per_evaluation_with_merged_columns(tmp_path, capsys
     assert run_entry(run_trace.main, [str(tmp_path / "missing"), "--output", str(tmp_path / "bad.md")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a run directory" in err[0] and not (tmp_path / "bad.md").exists()
+
+
+def test_a_damaged_log_or_config_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """A CSV that is not train.py's log (it was read as an empty table, exit 0) and a config.yaml that is not YAML (it
+    was a parser traceback)."""
+    from scrcl.errors import run_entry
+
+    out = tmp_path / "trace.md"
+    run = _run(tmp_path, [0.1, 0.2])
+    (run / "csv" / "metrics.csv").write_text("epoch,step,train/cvc\nten,0,zero\n")
+    capsys.readouterr()
+    assert run_entry(run_trace.main, [str(run), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a CSV log written by train.py" in err[0] and not out.exists()
+    (run / "csv" / "metrics.csv").write_text("something,else\n1,2\n")
+    assert run_entry(run_trace.main, [str(run), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no epoch" in err[0] and not out.exists()
+    run = _run(tmp_path / "second", [0.1, 0.2])
+    (run / "config.yaml").write_text("seed: [5\n")
+    assert run_entry(run_trace.main, [str(run), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not valid YAML" in err[0] and not out.exists()

@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-limit-gb", type=float, default=20.0, help="skip dense beyond this predicted peak; stop any run past it")
     parser.add_argument("--seed", type=whole_number(0), default=0)
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    parser.add_argument("--output", type=output_file, default=str(ROOT / "benchmarks" / "results" / "scaling.md"), help="markdown report (the PNG goes beside it)")
+    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "scaling.md", help="markdown report (the PNG goes beside it)")
     parser.add_argument("--note", default="", help="a sentence recorded in the report (e.g. about GPUs)")
     parser.add_argument("--keep-work", action="store_true", help="keep the resampled data and caches (printed path)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

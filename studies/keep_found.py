@@ -146,7 +146,8 @@ def constant_section(found: dict) -> list[str]:
 
 def report(args) -> str:
     import pandas as pd
-    import yaml
+
+    from scrcl.train.config import read_config_file
 
     found: dict = {}
     linked: dict = {}
@@ -166,7 +167,7 @@ def report(args) -> str:
                 shown = f"{root.name}/{target.relative_to(root)}" if target.is_relative_to(root) else target.name
                 linked.setdefault(dataset_dir.name, set()).add(shown)
             if (run / "config.yaml").exists():  # which evaluation the run's own metrics.json reports; its precision
-                config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+                config = read_config_file(run / "config.yaml", "the run's config")
                 selects.setdefault(dataset_dir.name, set()).add(config.get("select", "final"))
                 precisions.add(str(config.get("precision")))
             threads.add(str(json.loads((run / "metrics.json").read_text()).get("torch_threads", "not recorded")))
@@ -251,10 +252,10 @@ def main(argv=None) -> int:
         raise UserError(f"--schedules takes {' and/or '.join(SCHEDULES)}, got {args.schedules!r}")
     from datamodules.registry import get_spec
 
-    datasets = [get_spec(d.strip()).name for d in args.datasets.split(",") if d.strip()]  # a wrong name: before any run
-    seeds = parse_seeds(args.seeds)
     failed = []
     if not args.report_only:
+        datasets = [get_spec(d.strip()).name for d in args.datasets.split(",") if d.strip()]  # a wrong name: before any run
+        seeds = parse_seeds(args.seeds)
         for dataset in datasets:
             for seed in seeds:
                 for schedule in schedules:

@@ -158,6 +158,7 @@ def main(argv=None) -> int:
         "code": code_version(ROOT), "machine": machine(),
     }
     print(json.dumps(record))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     if not args.output.exists():
         args.output.write_text(
             "# HEA + NDC: hand-derived backward pass vs plain autograd (studies/plain_autograd.py)\n\n"

@@ -43,10 +43,13 @@ def read_run(run_dir: Path) -> dict:
             for row in csv.DictReader(handle):
                 if row.get("epoch"):
                     epochs.setdefault(int(row["epoch"]), {}).update({k: float(v) for k, v in row.items() if k and v not in ("", None)})
-    except (ValueError, TypeError, UnicodeDecodeError, csv.Error):
+    except (UnicodeDecodeError, csv.Error):  # before ValueError: UnicodeDecodeError is one
+        raise UserError(f"{path} is not a CSV file; give run directories written by train.py --logger csv") from None
+    except (ValueError, TypeError):
         raise UserError(f"{path} is not a CSV log written by train.py (a value that is not a number)") from None
     if not epochs:
-        raise UserError(f"{path} holds no epoch of a CSV log written by train.py (--logger csv)")
+        raise UserError(f"{path} holds no finished epoch (the run stopped before its first, or the file is not "
+                        "train.py's CSV log); leave that run out")
     config = read_config_file(run_dir / "config.yaml", "the run's config")
     return {"dir": run_dir, "config": config, "epochs": epochs}
 

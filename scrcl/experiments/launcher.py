@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from scrcl.train import rundir
-from scrcl.train.config import bookkeeping_keys, key as config_key, resolve_config, run_defaults
+from scrcl.train.config import bookkeeping_keys, key as config_key, read_config_file, resolve_config, run_defaults
 from scrcl.errors import UserError, run_entry
 from scrcl.eval.metrics import SCORES, mean_std_text as _cell_text, paired_difference_text
 
@@ -137,7 +137,7 @@ def dataset_label(args: Sequence[str]) -> str:
 # -- which trials still need to run ---------------------------------------------------------------
 def differing_settings(run_dir: Path, expected: dict) -> list[str]:
     """Config keys whose value in ``run_dir/config.yaml`` differs from ``expected`` (bookkeeping keys aside)."""
-    old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    old = read_config_file(run_dir / "config.yaml", "the run's config")
     want = yaml.safe_load(yaml.safe_dump(expected))  # the same normal form as the file (lists, floats)
     defaults, ignored = run_defaults(), bookkeeping_keys()
     return [f"{k}: {old.get(k, defaults.get(k))!r} there, {want[k]!r} now" for k in sorted(want)
@@ -437,7 +437,7 @@ def conditions(trials: Sequence[Trial]) -> str:
         metrics = read_metrics(trial)
         if metrics is not None:
             path = trial.run_dir / "config.yaml"
-            config = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+            config = read_config_file(path, "the run's config") if path.exists() else {}
             runs.append((config, metrics))
     return conditions_text(runs, "each run's config.yaml and metrics.json")
 

@@ -25,7 +25,7 @@ import numpy as np
 from scrcl.experiments import launcher
 from scrcl.experiments.tables import shown_path
 from scrcl.train.config import parse_seeds
-from scrcl.errors import UserError
+from scrcl.errors import UserError, whole_number
 
 DEFAULT_SEEDS = "5,15,25"  # every setting runs on three seeds unless --seeds says otherwise
 
@@ -59,9 +59,9 @@ def load_sweep(path: str | Path) -> dict:
         raise UserError(f"sweep file {path}: 'parameters' must map parameter names to their values")
     for name, spec in sweep["parameters"].items():
         check_parameter(path, str(name), spec)
-    cap = sweep.get("run_cap")
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-        raise UserError(f"sweep file {path}: run_cap must be a whole number of runs ≥ 1, got {cap!r}")
+    cap = sweep.get("run_cap")  # W&B: 0 or absent = no cap
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not float(cap).is_integer() or cap < 0):
+        raise UserError(f"sweep file {path}: run_cap must be a whole number of runs (0: no cap), got {cap!r}")
     command_args(sweep, path)
     metric_key(sweep, path)
     return sweep
@@ -179,7 +179,8 @@ def draw(name: str, spec: dict, rng: np.random.Generator):
     if kind == "constant":
         return spec["value"]
     if kind == "categorical":
-        p = spec.get("probabilities")
+        p = spec.get("probabilities")  # checked to sum to 1 within 1e-6 (load_sweep); numpy wants it within ~1e-8
+        p = None if p is None else np.asarray(p, dtype=float) / float(np.sum(p))
         return spec["values"][int(rng.choice(len(spec["values"]), p=p))]
     if kind == "int_uniform":
         return int(rng.integers(int(spec["min"]), int(spec["max"]), endpoint=True))
@@ -429,8 +430,8 @@ def build_parser() -> launcher.LauncherParser:
     parser.add_argument("file", help="W&B sweep YAML, e.g. configs/sweeps/hvg.yaml")
     launcher.add_launch_arguments(parser)
     parser.set_defaults(seeds=DEFAULT_SEEDS)  # a difference between settings is read against the seeds' spread
-    parser.add_argument("--count", type=int, default=None, help="method random: number of settings (default: run_cap)")
-    parser.add_argument("--sample-seed", type=int, default=0, help="method random: seed of the draws")
+    parser.add_argument("--count", type=whole_number(1), default=None, help="method random: number of settings (default: run_cap)")
+    parser.add_argument("--sample-seed", type=whole_number(0), default=0, help="method random: seed of the draws")
     return parser
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from scrcl.errors import UserError
 from scrcl.eval.metrics import SCORES, mean_std_text, paired_difference_text
-from scrcl.train.config import method_keys as config_method_keys, parse_seeds, resolve_config, run_defaults
+from scrcl.train.config import method_keys as config_method_keys, parse_seeds, read_config_file, resolve_config, run_defaults
 
 DEFAULT_SEEDS = "5,15,25,35,45"
 # Keys that change what a run computes; an existing run is reused only if all of them agree.
@@ -68,9 +68,7 @@ def method_keys(config: dict) -> list[str]:
 
 def check_same_settings(run_dir: Path, config: dict) -> None:
     """Refuse to mix runs made with other settings into the table."""
-    import yaml
-
-    old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    old = read_config_file(run_dir / "config.yaml", "the run's config")
     defaults = run_defaults()
     differ = [k for k in method_keys(config) if old.get(k, defaults.get(k)) != config.get(k)]
     if differ:
@@ -95,10 +93,8 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
     config = {**config, "seed": seed, "seeds": None, "output": str(runs_dir), "run_name": str(label)}
     resume = run_dir if run_dir.exists() and any(run_dir.iterdir()) else None
     if resume is not None:
-        import yaml
-
         check_same_settings(run_dir, config)
-        started = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("seed") if (run_dir / "config.yaml").exists() else seed
+        started = read_config_file(run_dir / "config.yaml", "the run's config").get("seed")
         if started != seed:
             raise UserError(f"{run_dir} holds a run of seed {started}, not seed {seed}; move it or remove it")
     runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))

@@ -137,8 +137,9 @@ def conditions_text(runs, source: str) -> str:
     the figures were read, shown in brackets."""
     runs = list(runs)
 
-    def values(get) -> str:
-        return ", ".join(sorted({str(get(config, metrics)) for config, metrics in runs})) or "–"
+    def values(get) -> str:  # numbers in numeric order (2 before 10)
+        found = {str(get(config, metrics)) for config, metrics in runs}
+        return ", ".join(sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))) or "–"
 
     device = values(lambda c, m: "cpu" if m.get("gpu_peak_memory_mb") is None else "gpu")
     return (f"Precision {values(lambda c, m: c.get('precision', '–'))}; device {device}; torch threads "

@@ -120,7 +120,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
             default_root_dir=str(run_dir) if run_dir is not None else None,
             deterministic="warn" if config.get("deterministic", True) else False,
         )
-    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as err:  # ImportError: a missing backend
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot set up training ({text}); check --accelerator, --devices and --precision") from None
     global _IN_FIT

@@ -289,6 +289,7 @@ def test_paper_table_bad_input_is_one_line(tmp_path, data_dir, capsys, monkeypat
         proc = run("benchmarks/paper_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", data_dir=data_dir,
                    **({"cwd": tmp_path} if run is script else {}))
         one_line_error(proc, fragment)
+        assert not (tmp_path / "runs" / "pbmc68k").exists(), args  # nothing trained before the mistake was found
     assert not out.exists()
 
 

@@ -115,6 +115,20 @@ def test_offline_command_is_what_a_wandb_agent_runs(file, tmp_path):
             assert config[key] == value
 
 
+def test_run_cap_and_probabilities_as_wandb_reads_them(tmp_path):
+    """run_cap 0 is no cap and 10.0 is 10 (W&B's reading); probabilities that sum to 1 only to 7 digits are drawn from
+    (numpy alone wants ~1e-8 and raised its ValueError from the draw)."""
+    path = tmp_path / "s.yaml"
+    grid = {"method": "grid", "parameters": {"hvg": {"values": [500, 1000, 1500]}}}
+    for cap, n in ((0, 3), (2.0, 2)):
+        path.write_text(yaml.safe_dump({**grid, "run_cap": cap}))
+        assert len(sweep.expand(sweep.load_sweep(path))) == n
+    path.write_text(yaml.safe_dump({"method": "random", "run_cap": 30,
+                                    "parameters": {"hvg": {"values": [500, 1000, 1500], "probabilities": [0.3333333] * 3}}}))
+    drawn = [s["hvg"] for s in sweep.expand(sweep.load_sweep(path), seed=1)]
+    assert len(drawn) == 30 and set(drawn) == {500, 1000, 1500}
+
+
 def test_random_method_is_deterministic_for_a_seed(tmp_path):
     path = tmp_path / "random.yaml"
     path.write_text(yaml.safe_dump({
@@ -205,8 +219,10 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
     (["BAYES"], "method must be grid or random offline"),
     (["MIN_ABOVE_MAX"], "min 0.01 is above max 0.0001"),
     (["TEXT_BOUND"], "max must be a finite number, got 'big'"),
-    (["RUN_CAP_TEXT"], "run_cap must be a whole number of runs ≥ 1, got 'two'"),
-    (["RUN_CAP_NEGATIVE"], "run_cap must be a whole number of runs ≥ 1, got -1"),
+    (["RUN_CAP_TEXT"], "run_cap must be a whole number of runs (0: no cap), got 'two'"),
+    (["RUN_CAP_NEGATIVE"], "run_cap must be a whole number of runs (0: no cap), got -1"),
+    (["configs/sweeps/hvg.yaml", "--count", "0"], "argument --count: must be at least 1, got 0"),
+    (["configs/sweeps/hvg.yaml", "--sample-seed", "-1"], "argument --sample-seed: must be at least 0, got -1"),
     (["PROBABILITIES"], "probabilities must be 2 numbers ≥ 0 (one per value) that sum to 1, got [0.5, 0.7]"),
     (["NOT_TEXT"], "is not a text file (not UTF-8)"),
 ])

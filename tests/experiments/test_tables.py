@@ -40,6 +40,10 @@ def test_the_header_states_precision_device_and_threads_of_the_runs():
     results[0]["config"] = {"precision": "bf16-mixed"}
     assert run_conditions(results) == ("- Precision bf16-mixed; device cpu; torch threads 1, 2 (the table's config and the "
                                        "runs' metrics.json).")
+    from scrcl.train.results import conditions_text
+
+    runs = [({"precision": "32-true"}, {"torch_threads": t, "gpu_peak_memory_mb": g}) for t, g in ((10, None), (2, 512.0), (None, None))]
+    assert conditions_text(runs, "here") == "Precision 32-true; device cpu, gpu; torch threads 2, 10, None (here)."
 
 
 def test_margins_pair_each_seed_with_its_own_baseline():

@@ -44,7 +44,7 @@ def test_records_match_a_direct_evaluation_of_the_same_network(data_dir):
     assert set(terms) <= set(rec) and rec["grad_norm"] > 0 and np.isfinite(rec["loss"])
 
 
-def test_main_writes_a_table_per_variant_and_bad_input_is_one_line(tmp_path, data_dir, capsys):
+def test_main_writes_a_table_per_variant_and_bad_input_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
     out = tmp_path / "dyn.md"
     assert dynamics.main(["dlpfc_151673", "--epochs", "2", "--every", "2", "--set", "hidden_dim=16",
                           "--variant", "published={}", "--variant", 'no_ndc={"alpha": 0}',
@@ -59,6 +59,11 @@ def test_main_writes_a_table_per_variant_and_bad_input_is_one_line(tmp_path, dat
     from scrcl.errors import run_entry
 
     capsys.readouterr()
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a variant trained before every variant's settings were checked")
+
+    monkeypatch.setattr(dynamics, "trace", trained)
     # a later variant's unknown key: refused before the first variant trains (it used to train it for minutes first)
     for args, fragment in ((["pbmc68k", "--variant", "x={bad"], "--variant"), (["pbmc68k", "--epochs", "0"], "--epochs"),
                            (["pbmc68k", "--variant", "a={}", "--variant", 'b={"lrr": 1}'], "unknown config key(s): lrr")):

@@ -61,7 +61,7 @@ def test_a_damaged_log_or_config_is_one_line_and_writes_nothing(tmp_path, capsys
     (run / "csv" / "metrics.csv").write_text("something,else\n1,2\n")
     assert run_entry(run_trace.main, [str(run), "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "holds no epoch" in err[0] and not out.exists()
+    assert len(err) == 1 and "holds no finished epoch" in err[0] and not out.exists()
     run = _run(tmp_path / "second", [0.1, 0.2])
     (run / "config.yaml").write_text("seed: [5\n")
     assert run_entry(run_trace.main, [str(run), "--output", str(out)]) == 2

@@ -2,7 +2,6 @@
 
 import shutil
 
-import pytest
 
 from datamodules.loading import LABEL, load_dataset
 

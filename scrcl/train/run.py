@@ -155,6 +155,19 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     }
 
 
+def _undo(made: Path, keep_folder: bool) -> None:
+    """What a failed run created goes: ``made`` and everything in it, or, when ``made`` is an empty folder the user had
+    made for the run, only what is in it."""
+    if not keep_folder:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    for child in made.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) -> dict:
     """Every seed of a config; writes each run directory and, for several seeds, a summary.
 
@@ -163,6 +176,7 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
     t_start = time.perf_counter()
     seeds = config.get("seeds") or [config["seed"]]
     made = None  # what to remove if the run fails before it can be resumed: the run dir and any parent it created
+    kept = False  # the user's own (empty) --run-name folder: emptied again, not removed
     if resume_dir is not None:
         root = Path(resume_dir)
     else:
@@ -170,6 +184,7 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         missing = [d for d in (wanted, *wanted.parents) if not d.exists()]
         root = claim_run_dir(wanted, named=bool(config.get("run_name")))
         made = missing[-1] if missing and missing[-1] != wanted else root
+        kept = root == wanted and not missing
     owner = root / OWNER  # this process runs here until it returns: a launcher never clears a directory in use
     if not take(owner):
         raise UserError(f"{root} is being run by {owner_state(owner)[1]}; wait for it to finish or stop it, then --resume {root}")
@@ -187,12 +202,12 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
     except (Interrupted, KeyboardInterrupt) as err:  # a signal: resumable if a checkpoint exists, else nothing kept
         signum, epoch = (err.signum, err.epoch) if isinstance(err, Interrupted) else (signal.SIGINT, None)
         if made is not None and not resumable(root):
-            shutil.rmtree(made, ignore_errors=True)
+            _undo(made, kept)
             raise Interrupted(signum) from None
         raise Interrupted(signum, epoch, root) from None
     except BaseException:
         if made is not None and not resumable(root):  # nothing to resume: leave nothing half-written behind
-            shutil.rmtree(made, ignore_errors=True)
+            _undo(made, kept)
         raise
     finally:
         owner.unlink(missing_ok=True)

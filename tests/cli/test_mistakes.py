@@ -240,3 +240,9 @@ def test_an_h5ad_without_an_expression_matrix_is_one_line(tmp_path, data_dir):
     line = one_error_line(train(tmp_path, data_dir, "--data", path, "--n-clusters", "3", *FAST, "--output", tmp_path / "runs"))
     assert "nox.h5ad has no expression matrix (its X is empty); put counts or log-normalised values in X" in line
     assert not (tmp_path / "runs").exists()
+    # an empty folder the user made for the run stays, empty (it was removed with what the run had written in it)
+    (tmp_path / "mine" / "myrun").mkdir(parents=True)
+    line = one_error_line(train(tmp_path, data_dir, "--data", path, "--n-clusters", "3", *FAST, "--output", tmp_path / "mine",
+                                "--run-name", "myrun"))
+    assert "has no expression matrix" in line and list((tmp_path / "mine").iterdir()) == [tmp_path / "mine" / "myrun"]
+    assert not list((tmp_path / "mine" / "myrun").iterdir())

@@ -224,6 +224,8 @@ READERS = {
 def sniff_reader(path: Path) -> str:
     """Which reader fits a user's own file or folder."""
     if path.is_dir():
+        if path.suffix.lower() in (".h5ad", ".h5", ".hdf5", ".csv", ".tsv", ".txt", ".mtx") and not (path / "spatial").is_dir():
+            raise UserError(f"{path} is a folder, not a file; --data takes an .h5ad file (or a Space Ranger folder with spatial/)")
         return "visium"
     suffix = path.suffix.lower()
     if suffix == ".h5ad":

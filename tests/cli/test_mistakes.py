@@ -198,17 +198,22 @@ def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, fin
     ("resume with a broken config.yaml", ["--resume", "BROKEN_RUN"], "config.yaml is not valid YAML"),
     ("accelerator Lightning cannot start here", ["--dataset", "pollen", "--accelerator", "tpu"],
      "accelerator must be one of auto, cpu, gpu, cuda, mps, got 'tpu'"),
+    ("a folder named like a file", ["--data", "FOLDER", "--n-clusters", "3"], "is a folder, not a file; --data takes an .h5ad"),
 ])
 def test_a_mistake_in_the_command_line_is_one_line_before_any_data_is_read(case, args, message, tmp_path, data_dir):
     """Each was a traceback: the flags were parsed outside the one-line handler, a non-UTF-8 file and a run's broken
-    config.yaml were read without it, and an accelerator whose backend is missing failed inside Lightning."""
+    config.yaml were read without it, and an accelerator whose backend is missing failed inside Lightning; a folder
+    named ``.h5ad`` was read as a Space Ranger folder and the line spoke of spatial/tissue_positions_list.csv."""
     (tmp_path / "binary.yaml").write_bytes(b"\x00\x01\xff\xfe")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.yaml").write_text("seed: [5\n")
-    args = [{"BINARY": tmp_path / "binary.yaml", "BROKEN_RUN": tmp_path / "broken"}.get(a, a) for a in args]
+    (tmp_path / "mine.h5ad").mkdir()
+    args = [{"BINARY": tmp_path / "binary.yaml", "BROKEN_RUN": tmp_path / "broken", "FOLDER": tmp_path / "mine.h5ad"}.get(a, a)
+            for a in args]
     line = one_error_line(train(tmp_path, data_dir, *args, "--output", tmp_path / "runs"))
     assert message in line, line
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # stopped before reading any data
+    assert not (tmp_path / "runs").exists()
+    assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]  # stopped before any data were read or cached
 
 
 def test_a_config_file_that_names_the_dataset_or_the_data_is_obeyed(tmp_path, data_dir):

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from scrcl.errors import UserError
+from scrcl.errors import UserError, file_in_the_way
 
 def run_dir_for(config: dict) -> Path:
     """``--output``/``--run-name`` (default: ``<data>-<date>-<time>``). The name must stay inside ``--output``."""
@@ -75,11 +75,9 @@ def claim_run_dir(root: Path, named: bool) -> Path:
     name while the first holds it is refused with one line. An automatic name (data + start time to the second)
     taken by another run in the same second becomes ``NAME-2``, ``NAME-3``, ... An ``--output`` that is a file or
     cannot be written is one line naming it."""
-    for existing in (root.parent, *root.parent.parents):  # the nearest part of --output that exists must be a directory
-        if existing.exists():
-            if not existing.is_dir():
-                raise UserError(f"--output {root.parent}: {existing} is a file, not a directory; choose another --output")
-            break
+    existing = file_in_the_way(root.parent)  # the nearest part of --output that exists must be a directory
+    if existing is not None:
+        raise UserError(f"--output {root.parent}: {existing} is a file, not a directory; choose another --output")
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
         if named:

@@ -34,7 +34,7 @@ from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.eval.metrics import SCORES
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, cached_baselines, machine, margin, method_rows, oracle_section, run_conditions, selection_section, parse_seeds_for, parse_sets, table_datasets,
+    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, cached_baselines, header_lines, margin, method_rows, oracle_section, seeds_line, selection_section, parse_seeds_for, parse_sets, table_datasets,
     pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds
@@ -77,21 +77,13 @@ def baselines(datamodule, config: dict, seed: int, runs_dir: Path) -> dict:
 def render(results: list[dict], *, command: str, started: str, seconds: float, seeds: list[int], runs_dir: Path) -> str:
     """RESULTS.md: header, the reported and final-epoch table, the margins, settings, the separate oracle table, and
     what the label-free report changed against the final and oracle epochs."""
-    n_runs = sum(len(r["scrcl"]) for r in results)
-    train_s = sum(m.get("seconds", 0.0) for r in results for m in r["scrcl"])
     lines = [
         "# Results table: scRCL vs PCA(30) + k-means vs Leiden",
         "",
-        f"- Command: `{command}`",
-        f"- Date: {started}; machine: {machine()}",
-        run_conditions(results),
-        f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
-        f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
+        *header_lines(results, command=command, started=started, seconds=seconds),
         f"- Runs: `{shown_path(runs_dir)}/<dataset>/seed<s>/` (config.yaml, metrics.json, history.csv, result.h5ad)",
         *linked_runs_line(results),
-        f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
-        + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
-           if any(r["seeds"] != seeds for r in results) else "")
+        seeds_line(results, seeds)
         + ". Labels only score a finished clustering.",
         "- Baselines run on the same preprocessed matrix scRCL takes as input (the DataModule's `batch.x`: the "
         "dataset's top-h HVGs, `input` as in its config). PCA(30) + k-means: seeded, the true number of clusters k. "

@@ -41,9 +41,9 @@ from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 from scrcl.experiments.tables import (
-    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, has_live_final, leiden_with_k,
-    machine, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, table_datasets, pca_kmeans,
-    run_conditions, scrcl_run, selection_section, settings_section, shown_path, table_row,
+    BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, has_live_final, header_lines,
+    leiden_with_k, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, table_datasets, pca_kmeans,
+    scrcl_run, seeds_line, selection_section, settings_section, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
 from scrcl.train.loggers import quiet_libraries
@@ -141,8 +141,6 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
     """SPATIAL.md: header, the reported table (with the final epoch and, for averaged weights, the live weights' final
     epoch beside a label-free report), the margins, the report against the final and oracle epochs, the settings, and
     the separate oracle table."""
-    n_runs = sum(len(r["scrcl"]) for r in results)
-    train_s = sum(m.get("seconds", 0.0) for r in results for m in r["scrcl"])
     which = ("published per-slice settings (configs/datasets/NAME.yaml)" if mode == "published" else
              "generic spatial defaults (configs/generic_st.yaml): each slice's .h5ad run as a user's own file, "
              "`--data FILE --task st --label-key layer_guess`")
@@ -151,15 +149,9 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
     lines = [
         f"# Spatial domains: scRCL vs PCA(30) + k-means vs Leiden — {mode} settings",
         "",
-        f"- Command: `{command}`",
-        f"- Date: {started}; machine: {machine()}",
-        run_conditions(results),
-        f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
-        f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min",
+        *header_lines(results, command=command, started=started, seconds=seconds),
         f"- Settings: {which}. Runs: `{shown_path(runs_dir)}/{mode}/<slice>/seed<s>/`.",
-        f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
-        + (f" (other seeds where the note says so: {', '.join(r['dataset'] for r in results if r['seeds'] != seeds)})"
-           if any(r["seeds"] != seeds for r in results) else "")
+        seeds_line(results, seeds)
         + ". Labels only score a finished clustering; spots without annotation are dropped before training.",
         "- *refined*: majority vote over each spot and its `radius` nearest spots (the config's radius), applied to "
         "every method alike; *raw*: the clustering before it (scRCL: k-means of the final embedding).",

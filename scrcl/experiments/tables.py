@@ -371,6 +371,23 @@ def run_conditions(results: list[dict]) -> str:
                            "the table's config and the runs' metrics.json")
 
 
+def header_lines(results: list[dict], *, command: str, started: str, seconds: float) -> list[str]:
+    """The lines every results table opens with after its title: the command, date and machine, the runs'
+    precision, device and threads, and the time of this invocation beside the runs' summed training time."""
+    n_runs = sum(len(r["scrcl"]) for r in results)
+    train_s = sum(m.get("seconds", 0.0) for r in results for m in r["scrcl"])
+    return [f"- Command: `{command}`", f"- Date: {started}; machine: {machine()}", run_conditions(results),
+            f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
+            f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min"]
+
+
+def seeds_line(results: list[dict], seeds: list[int]) -> str:
+    """'Mean ± std … over seeds …', naming the datasets run with other seeds."""
+    other = [r["dataset"] for r in results if r["seeds"] != seeds]
+    return (f"- Mean ± std (population) [95% interval of the mean, Student's t] over seeds {', '.join(map(str, seeds))}"
+            + (f" (other seeds where the note says so: {', '.join(other)})" if other else ""))
+
+
 def settings_section(results: list[dict], label: str) -> list[str]:
     """The method keys of each dataset's scRCL runs, as a two-column table."""
     lines = ["", "## Settings of the scRCL runs", "", table_row([label, "config (method keys)"]), "|---|---|"]

@@ -61,7 +61,7 @@ def _on_sigterm(signum, frame):
 def main(argv=None) -> int:
     import signal
 
-    from scrcl.errors import Interrupted
+    from scrcl.errors import Interrupted, run_entry
 
     try:
         args = build_parser().parse_args(argv)
@@ -70,76 +70,76 @@ def main(argv=None) -> int:
         return err.exit_code
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        from scrcl.train.config import resolve_config
-
-        if args.list_datasets:
-            from datamodules.registry import REGISTRY
-
-            for name, spec in sorted(REGISTRY.items()):
-                print(f"{name:22s} {spec.task}  {spec.n_classes:3d} classes  {'paper' if spec.paper else 'local'}")
-            return 0
-        from scrcl.train.config import KEYS, bookkeeping_keys
-
-        overrides = {k.name: getattr(args, k.name) for k in KEYS if k.flag}
-        from scrcl.train import rundir
-        from scrcl.train import run as runner
-        from scrcl.train.results import final_line
-
-        if not args.resume and overrides.get("run_name") and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
-            # SLURM requeued this job (Lightning saved hpc_ckpt_N.ckpt on the requeue signal): continue its run
-            candidate = os.path.join(overrides.get("output") or "runs", overrides["run_name"])
-            if rundir.resumable(Path(candidate)):
-                print(f"SLURM restart {os.environ['SLURM_RESTART_COUNT']}: continuing {candidate}")
-                args.resume = candidate
-        if args.resume:
-            from scrcl.train.config import read_config_file
-
-            run_dir = os.path.abspath(args.resume)
-            config_path = os.path.join(run_dir, "config.yaml")
-            if not os.path.exists(config_path):
-                raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
-            if not read_config_file(config_path, "the run's config"):
-                raise UserError(f"{config_path} holds no settings: that run stopped before its data were loaded, so there is "
-                                "nothing to resume; delete the directory and start the run again")
-            kept = bookkeeping_keys()  # how and where it runs, not what it computes
-            stored = resolve_config(config_file=config_path)
-            given = {k: v for k, v in overrides.items() if v is not None and k not in kept}
-            asked = resolve_config(config_file=config_path, overrides=given)
-            # a flag repeating the run's own value is fine (a requeued batch job runs its command line again)
-            changed = [f"--{'no-' if asked.get(k) is False else ''}{k.replace('_', '-')}" for k in given if asked.get(k) != stored.get(k)]
-            if args.config:
-                changed.append("--config")
-            if changed:  # these were silently ignored: the run continued with its own settings
-                raise UserError(f"--resume continues {args.resume} with the settings in its config.yaml; {', '.join(changed)} "
-                                "cannot change them (start a new run for other settings)")
-            config = resolve_config(config_file=config_path, overrides={k: v for k, v in overrides.items() if k in kept})
-            result = runner.run(config, resume_dir=run_dir)
-        else:
-            if not (overrides["dataset"] or overrides["data"]):
-                from scrcl.train.config import read_config_file
-
-                named = read_config_file(args.config) if args.config else {}
-                if not (named.get("dataset") or named.get("data")):  # --config may name them
-                    overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
-            config = resolve_config(config_file=args.config, overrides=overrides)
-            if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
-                from datamodules.loading import spatial_note
-
-                note = spatial_note(config["data"])
-                if note:
-                    print(note)
-            result = runner.run(config)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except Interrupted as err:
-        print(err, file=sys.stderr)
-        return err.exit_code
+        return run_entry(lambda _: _train(args))
     except KeyboardInterrupt:  # Ctrl-C outside training (during training the first one ends it after the epoch)
         print(Interrupted(signal.SIGINT, None, args.resume), file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args) -> int:
+    """What ``train.py`` does once its flags are read: list the datasets, or resolve the config (a new run, or the
+    run ``--resume`` names) and train; ``main`` turns a mistake or an interruption into its one line."""
+    from scrcl.train.config import resolve_config
+
+    if args.list_datasets:
+        from datamodules.registry import REGISTRY
+
+        for name, spec in sorted(REGISTRY.items()):
+            print(f"{name:22s} {spec.task}  {spec.n_classes:3d} classes  {'paper' if spec.paper else 'local'}")
+        return 0
+    from scrcl.train.config import KEYS, bookkeeping_keys
+
+    overrides = {k.name: getattr(args, k.name) for k in KEYS if k.flag}
+    from scrcl.train import rundir
+    from scrcl.train import run as runner
+    from scrcl.train.results import final_line
+
+    if not args.resume and overrides.get("run_name") and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+        # SLURM requeued this job (Lightning saved hpc_ckpt_N.ckpt on the requeue signal): continue its run
+        candidate = os.path.join(overrides.get("output") or "runs", overrides["run_name"])
+        if rundir.resumable(Path(candidate)):
+            print(f"SLURM restart {os.environ['SLURM_RESTART_COUNT']}: continuing {candidate}")
+            args.resume = candidate
+    if args.resume:
+        from scrcl.train.config import read_config_file
+
+        run_dir = os.path.abspath(args.resume)
+        config_path = os.path.join(run_dir, "config.yaml")
+        if not os.path.exists(config_path):
+            raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
+        if not read_config_file(config_path, "the run's config"):
+            raise UserError(f"{config_path} holds no settings: that run stopped before its data were loaded, so there is "
+                            "nothing to resume; delete the directory and start the run again")
+        kept = bookkeeping_keys()  # how and where it runs, not what it computes
+        stored = resolve_config(config_file=config_path)
+        given = {k: v for k, v in overrides.items() if v is not None and k not in kept}
+        asked = resolve_config(config_file=config_path, overrides=given)
+        # a flag repeating the run's own value is fine (a requeued batch job runs its command line again)
+        changed = [f"--{'no-' if asked.get(k) is False else ''}{k.replace('_', '-')}" for k in given if asked.get(k) != stored.get(k)]
+        if args.config:
+            changed.append("--config")
+        if changed:  # these were silently ignored: the run continued with its own settings
+            raise UserError(f"--resume continues {args.resume} with the settings in its config.yaml; {', '.join(changed)} "
+                            "cannot change them (start a new run for other settings)")
+        config = resolve_config(config_file=config_path, overrides={k: v for k, v in overrides.items() if k in kept})
+        result = runner.run(config, resume_dir=run_dir)
+    else:
+        if not (overrides["dataset"] or overrides["data"]):
+            from scrcl.train.config import read_config_file
+
+            named = read_config_file(args.config) if args.config else {}
+            if not (named.get("dataset") or named.get("data")):  # --config may name them
+                overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
+        config = resolve_config(config_file=args.config, overrides=overrides)
+        if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
+            from datamodules.loading import spatial_note
+
+            note = spatial_note(config["data"])
+            if note:
+                print(note)
+        result = runner.run(config)
     print(final_line(result["summary"]))
     return 0
 

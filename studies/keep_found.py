@@ -194,26 +194,31 @@ def report(args) -> str:
     most = max((len(seeds) for seeds in common.values()), default=0)
     # the mean over datasets takes only datasets with every schedule on as many seeds as the most complete one
     complete = [d for d in found if set(found[d]) == set(SCHEDULES) and len(common[d]) == most]
-    constant_only = [d for d in constant_complete(found)[0] if "cosine" not in found[d]]
+    in_constant_means = constant_complete(found)[0]
     for dataset, schedules in found.items():
-        seeds = common[dataset]
+        # a finished comparison takes the seeds both schedules have; one under way shows each schedule on its own seeds
+        seeds = {schedule: common[dataset] if dataset in complete else sorted(runs) for schedule, runs in schedules.items()}
+        shown = [f"{', '.join(map(str, seeds[s]))}" for s in SCHEDULES if s in seeds]
+        seeds_text = (f"seeds {shown[0]}" if len(set(shown)) == 1 else
+                      "; ".join(f"{s} lr seeds {', '.join(map(str, seeds[s]))}" for s in SCHEDULES if s in seeds))
         select = ", ".join(sorted(selects.get(dataset, []))) or "not recorded"
         if dataset in complete:
             progress = ""
-        elif dataset in constant_only:
-            progress = "; constant lr only: in the constant-lr means, not in the two-schedule mean"
+        elif dataset in in_constant_means:
+            progress = ("; cosine lr in progress" if "cosine" in schedules else "; constant lr only") + \
+                ": in the constant-lr means, not in the two-schedule mean"
         else:
             progress = "; in progress, not in the means over the datasets"
         if dataset in linked:
             progress += f"; runs linked from {', '.join(f'`{p}`' for p in sorted(linked[dataset]))}"
-        lines += [f"## {dataset} (seeds {', '.join(map(str, seeds))}; the runs' metrics.json: select {select}{progress})", "",
+        lines += [f"## {dataset} ({seeds_text}; the runs' metrics.json: select {select}{progress})", "",
                   "| lr | weights | report | ARI | NMI | gap to label-picked | epochs reported |", "|---|---|---|---|---|---|---|"]
         for schedule in SCHEDULES:
             if schedule not in schedules:
                 continue
             for weights in WEIGHTS:
                 for rep in REPORTS:
-                    chosen, mean, std, gap = picked([schedules[schedule][s] for s in seeds], weights, rep)
+                    chosen, mean, std, gap = picked([schedules[schedule][s] for s in seeds[schedule]], weights, rep)
                     if dataset in complete:
                         summary.setdefault((schedule, weights, rep), []).append((mean, std, gap))
                     lines.append(f"| {schedule} | {weights} | {rep} | {mean_std_text([c['ari'] for c in chosen])} | "

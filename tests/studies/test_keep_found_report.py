@@ -146,3 +146,10 @@ def test_constant_lr_section_takes_every_dataset_with_its_seeds_and_the_scrnaseq
            f"means, not in the two-schedule mean; runs linked from `{tmp_path.name}/paper_table/pbmc10x`)" in text
     assert "## pollen (seeds 5; the runs' metrics.json: select not recorded; in progress, not in the means" in text
     assert "Mean over the 1 datasets (pbmc68k)" in text  # the two-schedule mean keeps its own rule
+    # a cosine schedule under way hides nothing: the constant-lr rows keep both seeds, the cosine rows show their one
+    heading = ("## baron_mouse1 (constant lr seeds 5, 15; cosine lr seeds 5; the runs' metrics.json: select not recorded; "
+               "cosine lr in progress: in the constant-lr means, not in the two-schedule mean)")
+    assert heading in text
+    rows = text.split(heading)[1].split("## ")[0].splitlines()
+    assert next(r for r in rows if r.startswith("| constant | live | final |")).startswith("| constant | live | final | 0.5000 ± 0.1000")
+    assert next(r for r in rows if r.startswith("| cosine | live | final |")).startswith("| cosine | live | final | 0.4000 |")

@@ -108,20 +108,18 @@ def output_file(text: str):
     path = Path(text).expanduser()
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory; give the file to write")
-    blocked = file_in_the_way(path.parent)
-    if blocked is not None:
-        raise argparse.ArgumentTypeError(f"{blocked} is a file, so {text} cannot be written")
-    folder = next(p for p in (path.parent.absolute(), *path.parent.absolute().parents) if p.exists())
+    folder = nearest_existing(path.parent)
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{folder} is a file, so {text} cannot be written")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{folder} is not writable, so {text} cannot be written")
     return path
 
 
-def file_in_the_way(folder):
-    """The nearest existing part of ``folder`` (itself or a parent) when it is a file, not a directory, else None: a
-    folder that cannot be created there (``--output`` of a report, a batch or a run)."""
+def nearest_existing(folder):
+    """The nearest existing part of ``folder``, itself or a parent (absolute): a folder can be created below it only
+    when it is a directory (``--output`` of a report, a batch or a run)."""
     from pathlib import Path
 
     folder = Path(folder).absolute()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    return None if existing.is_dir() else existing
+    return next(p for p in (folder, *folder.parents) if p.exists())

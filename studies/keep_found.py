@@ -198,9 +198,9 @@ def report(args) -> str:
     for dataset, schedules in found.items():
         # a finished comparison takes the seeds both schedules have; one under way shows each schedule on its own seeds
         seeds = {schedule: common[dataset] if dataset in complete else sorted(runs) for schedule, runs in schedules.items()}
-        shown = [f"{', '.join(map(str, seeds[s]))}" for s in SCHEDULES if s in seeds]
-        seeds_text = (f"seeds {shown[0]}" if len(set(shown)) == 1 else
-                      "; ".join(f"{s} lr seeds {', '.join(map(str, seeds[s]))}" for s in SCHEDULES if s in seeds))
+        shown = {s: ", ".join(map(str, seeds[s])) for s in SCHEDULES if s in seeds}
+        seeds_text = (f"seeds {next(iter(shown.values()))}" if len(set(shown.values())) == 1 else
+                      "; ".join(f"{s} lr seeds {text}" for s, text in shown.items()))
         select = ", ".join(sorted(selects.get(dataset, []))) or "not recorded"
         if dataset in complete:
             progress = ""

@@ -37,7 +37,7 @@ import yaml
 
 from scrcl.train import rundir
 from scrcl.train.config import bookkeeping_keys, key as config_key, read_config_file, resolve_config, run_defaults
-from scrcl.errors import UserError, file_in_the_way, run_entry
+from scrcl.errors import UserError, nearest_existing, run_entry
 from scrcl.eval.metrics import SCORES, mean_std_text as _cell_text, paired_difference_text
 
 DEFAULT_DATASET = "pbmc68k"  # train.py's own default when neither --dataset nor --data is given
@@ -311,8 +311,8 @@ def run_trials(trials: Sequence[Trial], out_dir: Path, slots: Sequence[Slot], *,
                execute_fn: Callable[[list[str], dict, Path], int] | None = None) -> Outcome:
     """Run the trials not finished yet on ``slots``; ``--dry-run`` prints their commands and runs nothing;
     ``--report`` (``report_only``) runs nothing either and leaves the caller to tabulate the finished ones."""
-    blocked = file_in_the_way(out_dir)
-    if blocked is not None:  # before the plan: nothing has run or been written
+    blocked = nearest_existing(out_dir)
+    if not blocked.is_dir():  # before the plan: nothing has run or been written
         raise UserError(f"--output {out_dir}: {blocked} is a file, not a directory; give a directory for the batch")
     states = plan(trials)
     outcome = Outcome(skipped=[t for t, s in states if s == "done"])

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from scrcl.errors import UserError, file_in_the_way
+from scrcl.errors import UserError, nearest_existing
 
 def run_dir_for(config: dict) -> Path:
     """``--output``/``--run-name`` (default: ``<data>-<date>-<time>``). The name must stay inside ``--output``."""
@@ -75,8 +75,8 @@ def claim_run_dir(root: Path, named: bool) -> Path:
     name while the first holds it is refused with one line. An automatic name (data + start time to the second)
     taken by another run in the same second becomes ``NAME-2``, ``NAME-3``, ... An ``--output`` that is a file or
     cannot be written is one line naming it."""
-    existing = file_in_the_way(root.parent)  # the nearest part of --output that exists must be a directory
-    if existing is not None:
+    existing = nearest_existing(root.parent)  # the nearest part of --output that exists must be a directory
+    if not existing.is_dir():
         raise UserError(f"--output {root.parent}: {existing} is a file, not a directory; choose another --output")
     try:
         root.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ That gives, per run, 2 weights (live, EMA) × 3 reports (final epoch, best silho
 label-picked best evaluation of the same trajectory (``oracle``: a bound, never a result).
 
   python studies/keep_found.py --datasets pollen,pbmc68k --seeds 5,15,25 --precision bf16-mixed   # runs, then the table
-  python studies/keep_found.py --report-only                                                         # the table from the runs
+  python studies/keep_found.py --report-only                       # the table from every finished run under --runs
 
 Runs go to ``runs/keep_found/<dataset>/<schedule>-seed<s>/`` (resumable: a finished run is not redone); the table to
 ``studies/results/keep_found.md``.
@@ -239,8 +239,9 @@ def report(args) -> str:
 
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="keep_found.py", command="python studies/keep_found.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", default="pollen,pbmc68k,baron_mouse1,baron_mouse2,mouse_bladder_han,pbmc10x,dlpfc_151673")
-    parser.add_argument("--seeds", default="5,15,25")
+    parser.add_argument("--datasets", default="pollen,pbmc68k,baron_mouse1,baron_mouse2,mouse_bladder_han,pbmc10x,dlpfc_151673",
+                        help="which runs to make (comma-separated); the table reads every finished run under --runs")
+    parser.add_argument("--seeds", default="5,15,25", help="which runs to make; the table reads every finished run")
     parser.add_argument("--precision", default="bf16-mixed", choices=("32-true", "bf16-mixed"))
     parser.add_argument("--eval-every", type=whole_number(1), default=10)
     parser.add_argument("--epochs", type=whole_number(1), default=None, help="default: each dataset's config (500)")

@@ -8,7 +8,7 @@
 #   STEPS="1 2 3" bash benchmarks/device_check.sh, then STEPS=4 ...   the same in two calls (default: STEPS="1 2 3 4")
 #
 # Time boxes (seconds, each step's processes killed at its box; the GPU sizes): speed 3 x 100, determinism 2 x 90,
-# the full run 150, scaling $SCALE_BOX (default 420). Steps 1-3 take at most 630 s, step 4 at most 420 s: where one
+# the full run 150, scaling SCALE_BOX (default 420). Steps 1-3 take at most 630 s, step 4 at most 420 s: where one
 # command may run 10 minutes, run them as the two calls above, steps 1-3 first (the speed rows matter most).
 #
 # Needs: the project's Python packages (a GPU image without scanpy/anndata takes them as wheels on PYTHONPATH) and

@@ -113,35 +113,45 @@ def constant_complete(found: dict) -> tuple[list[str], int]:
     return [d for d in with_constant if len(found[d]["constant"]) == most], most
 
 
+def groups_of(datasets: list[str]) -> list[tuple[str, list[str]]]:
+    """The datasets a mean over datasets is taken over: all of them; with both tasks present, also the scRNA-seq sets
+    alone (what configs/generic_sc.yaml is chosen on)."""
+    sc = [d for d in datasets if task_of(d) == "sc"]
+    return [("all", datasets)] + ([("scRNA-seq", sc)] if sc and len(sc) < len(datasets) else [])
+
+
+def means_table(groups: list[tuple[str, list[str]]], rows: dict) -> list[str]:
+    """One row per (schedule, weights, report) in ``rows`` (each: dataset -> (mean ARI, seed std, gap)), and for each
+    group of datasets the mean of each of the three; one group keeps the plain column names."""
+    head = ["lr", "weights", "report"]
+    for name, members in groups:
+        head += ([f"mean ARI, {name} ({len(members)})"] if len(groups) > 1 else ["mean ARI"]) + ["mean seed std", "mean gap"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (schedule, weights, rep), per_dataset in rows.items():
+        cells = [schedule, weights, rep]
+        for _, members in groups:
+            arr = np.array([per_dataset[d] for d in members])
+            cells += [f"{arr[:, 0].mean():.4f}", f"{arr[:, 1].mean():.4f}", f"{arr[:, 2].mean():.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def constant_section(found: dict) -> list[str]:
     """The reference's schedule alone (constant lr), over every dataset with it on as many seeds as the most complete
-    one, cosine runs or not; with both tasks present, also over the scRNA-seq sets alone (what configs/generic_sc.yaml
-    is chosen on)."""
+    one, cosine runs or not (and the scRNA-seq sets apart, :func:`groups_of`)."""
     chosen, most = constant_complete(found)
     if not chosen:
         return []
-    groups = [("all", chosen)]
-    sc = [d for d in chosen if task_of(d) == "sc"]
-    if sc and len(sc) < len(chosen):
-        groups.append(("scRNA-seq", sc))
-    head = ["lr", "weights", "report"]
-    for name, members in groups:
-        head += [f"mean ARI, {name} ({len(members)})", "mean seed std", "mean gap"]
-    lines = ["## Constant lr (the reference's schedule), over the datasets", "",
-             f"Each dataset's mean ARI, seed std and gap ({most} seeds), averaged over the datasets with constant-lr runs on "
-             f"{most} seeds, cosine runs or not: all ({', '.join(chosen)})"
-             + (f"; and the scRNA-seq sets alone ({', '.join(sc)}), on which the generic scRNA-seq config is chosen."
-                if len(groups) > 1 else "."), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for weights in WEIGHTS:
-        for rep in REPORTS:
-            cells = ["constant", weights, rep]
-            for _, members in groups:
-                arr = np.array([picked([found[d]["constant"][s] for s in sorted(found[d]["constant"])], weights, rep)[1:]
-                                for d in members])
-                cells += [f"{arr[:, 0].mean():.4f}", f"{arr[:, 1].mean():.4f}", f"{arr[:, 2].mean():.4f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+    groups = groups_of(chosen)
+    rows = {("constant", weights, rep): {d: picked([found[d]["constant"][s] for s in sorted(found[d]["constant"])],
+                                                   weights, rep)[1:] for d in chosen}
+            for weights in WEIGHTS for rep in REPORTS}
+    return ["## Constant lr (the reference's schedule), over the datasets", "",
+            f"Each dataset's mean ARI, seed std and gap ({most} seeds), averaged over the datasets with constant-lr runs on "
+            f"{most} seeds, cosine runs or not: all ({', '.join(chosen)})"
+            + (f"; and the scRNA-seq sets alone ({', '.join(groups[1][1])}), on which the generic scRNA-seq config is "
+               "chosen." if len(groups) > 1 else "."), "",
+            *means_table(groups, rows), ""]
 
 
 def report(args) -> str:
@@ -220,20 +230,18 @@ def report(args) -> str:
                 for rep in REPORTS:
                     chosen, mean, std, gap = picked([schedules[schedule][s] for s in seeds[schedule]], weights, rep)
                     if dataset in complete:
-                        summary.setdefault((schedule, weights, rep), []).append((mean, std, gap))
+                        summary.setdefault((schedule, weights, rep), {})[dataset] = (mean, std, gap)
                     lines.append(f"| {schedule} | {weights} | {rep} | {mean_std_text([c['ari'] for c in chosen])} | "
                                  f"{mean_std_text([c['nmi'] for c in chosen])} | {gap:.4f} | "
                                  f"{', '.join(str(c['epoch']) for c in chosen)} |")
         lines.append("")
     lines += constant_section(found)
     if summary:
+        groups = groups_of(complete)
         lines += ["## Over the datasets", "",
-                  f"Mean over the {len(complete)} datasets ({', '.join(complete)}) of each dataset's mean ARI, its seed std, and its gap.", "",
-                  "| lr | weights | report | mean ARI | mean seed std | mean gap |", "|---|---|---|---|---|---|"]
-        for (schedule, weights, rep), rows in summary.items():
-            arr = np.array(rows)
-            lines.append(f"| {schedule} | {weights} | {rep} | {arr[:, 0].mean():.4f} | {arr[:, 1].mean():.4f} | {arr[:, 2].mean():.4f} |")
-        lines.append("")
+                  f"Mean over the {len(complete)} datasets ({', '.join(complete)}) of each dataset's mean ARI, its seed std, "
+                  "and its gap" + (f"; and over the scRNA-seq sets alone ({', '.join(groups[1][1])})." if len(groups) > 1
+                                   else "."), "", *means_table(groups, summary), ""]
     return "\n".join(lines)
 
 

@@ -153,3 +153,27 @@ def test_constant_lr_section_takes_every_dataset_with_its_seeds_and_the_scrnaseq
     rows = text.split(heading)[1].split("## ")[0].splitlines()
     assert next(r for r in rows if r.startswith("| constant | live | final |")).startswith("| constant | live | final | 0.5000 ± 0.1000")
     assert next(r for r in rows if r.startswith("| cosine | live | final |")).startswith("| cosine | live | final | 0.4000 |")
+
+
+def test_the_two_schedule_mean_also_sets_the_scrnaseq_sets_apart(tmp_path, monkeypatch):
+    """With a spatial set among the datasets that have both schedules, the mean over the datasets is given over all
+    of them and over the scRNA-seq sets alone (the generic scRNA-seq config is chosen on those), as in the
+    constant-lr section."""
+    finals = {"pbmc68k": {"constant": 0.6, "cosine": 0.8}, "dlpfc_151673": {"constant": 0.2, "cosine": 0.4}}
+    for dataset, by_schedule in finals.items():
+        for schedule, final in by_schedule.items():
+            for seed in (5, 15):
+                run = keep_found.run_dir(tmp_path, dataset, schedule, seed)
+                run.mkdir(parents=True)
+                pd.DataFrame(history(aris=[0.9, final], live_aris=[0.9, final], silhouettes=[0.2, 0.1],
+                                     live_silhouettes=[0.2, 0.1], chs=[1.0, 2.0])).to_csv(run / "history.csv", index=False)
+                (run / "metrics.json").write_text(json.dumps({"seed": seed}))
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    monkeypatch.setattr(sys, "argv", ["keep_found.py"])
+    section = keep_found.report(args).split("## Over the datasets")[1]
+    assert "Mean over the 2 datasets (dlpfc_151673, pbmc68k)" in section
+    assert "and over the scRNA-seq sets alone (pbmc68k)." in section
+    assert "| lr | weights | report | mean ARI, all (2) | mean seed std | mean gap | mean ARI, scRNA-seq (1) |" in section
+    row = next(line for line in section.splitlines() if line.startswith("| cosine | live | final |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3:9] == ["0.6000", "0.0000", f"{0.9 - 0.6:.4f}", "0.8000", "0.0000", f"{0.9 - 0.8:.4f}"]

@@ -7,9 +7,9 @@
 #   DRY_RUN=1 bash benchmarks/device_check.sh    on a CPU first, at tiny sizes: every step runs and writes its file
 #   STEPS="1 2 3" bash benchmarks/device_check.sh, then STEPS=4 ...   the same in two calls (default: STEPS="1 2 3 4")
 #
-# Time boxes (seconds, each step's processes killed at its box; the GPU sizes): speed 3 x 100, determinism 2 x 90,
-# the full run 150, scaling SCALE_BOX (default 420). Steps 1-3 take at most 630 s, step 4 at most 420 s: where one
-# command may run 10 minutes, run them as the two calls above, steps 1-3 first (the speed rows matter most).
+# Time boxes (seconds, each step's processes killed at its box; the GPU sizes): speed 3 x 90, determinism 2 x 75,
+# the full run 120, scaling SCALE_BOX (default 300). Steps 1-3 take at most 540 s: where one command may run
+# 10 minutes, run them first (the speed rows matter most), then step 4 with SCALE_BOX set to the time that is left.
 #
 # Needs: the project's Python packages (a GPU image without scanpy/anndata takes them as wheels on PYTHONPATH) and
 # pbmc10x in $SCRCL_DATA_DIR (scrna/scDCC/10X_PBMC_top2000.h5). Steps, and what each writes into $OUT:
@@ -23,6 +23,8 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-python3}
+STEPS=" ${STEPS:-1 2 3 4} "
+for s in $STEPS; do case "$s" in 1|2|3|4) ;; *) echo "STEPS takes step numbers 1-4 separated by spaces (e.g. STEPS=\"1 2 3\"), got '$s'" >&2; exit 2 ;; esac; done
 OUT=${OUT:-$ROOT/device_out}
 mkdir -p "$OUT"
 export WANDB_MODE=disabled MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -31,15 +33,14 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
 else
   DEVICE=cuda ACCEL=gpu WIDE=1500 EPOCHS=100 FULL_EPOCHS=500 SIZES=${SIZES:-131072,1048576} THREADS=16
 fi
-STEPS=" ${STEPS:-1 2 3 4} "
-SCALE_BOX=${SCALE_BOX:-420}
+SCALE_BOX=${SCALE_BOX:-300}
 step() { case "$STEPS" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/steps.log"; }
 
 if step 1; then
 log "1. speed ($DEVICE)"
 for setting in "--hidden-dim $WIDE --precision 32-true" "--hidden-dim $WIDE --precision bf16-mixed" "--hidden-dim 16 --precision 32-true"; do
-  timeout 100 $PY benchmarks/speed.py --dataset pbmc10x --device "$DEVICE" --epochs 10 --warmup 3 $setting \
+  timeout 90 $PY benchmarks/speed.py --dataset pbmc10x --device "$DEVICE" --epochs 10 --warmup 3 $setting \
     --output "$OUT/speed.md" >> "$OUT/steps.log" 2>&1 || log "speed $setting failed (exit $?)"
 done
 fi
@@ -47,7 +48,7 @@ fi
 if step 2; then
 log "2. determinism: --eval-every 1 vs once, --select final, $EPOCHS epochs"
 for every in 1 "$EPOCHS"; do
-  timeout 90 $PY train.py --dataset pbmc10x --accelerator "$ACCEL" --epochs "$EPOCHS" --eval-every "$every" --select final \
+  timeout 75 $PY train.py --dataset pbmc10x --accelerator "$ACCEL" --epochs "$EPOCHS" --eval-every "$every" --select final \
     --seed 5 --no-umap --logger csv --no-progress --output "$OUT/runs" --run-name "every$every" >> "$OUT/steps.log" 2>&1 \
     || log "determinism run every $every failed (exit $?)"
 done
@@ -63,7 +64,7 @@ fi
 if step 3; then
 log "3. the default pbmc10x run, $FULL_EPOCHS epochs, launch to end"
 start=$($PY -c 'import time; print(time.time())')
-timeout 150 $PY train.py --dataset pbmc10x --accelerator "$ACCEL" --epochs "$FULL_EPOCHS" --no-umap --no-progress \
+timeout 120 $PY train.py --dataset pbmc10x --accelerator "$ACCEL" --epochs "$FULL_EPOCHS" --no-umap --no-progress \
   --logger csv --output "$OUT/runs" --run-name full >> "$OUT/steps.log" 2>&1 || log "full run failed (exit $?)"
 wall=$($PY -c "import time; print(f'{time.time() - $start:.1f}')")
 echo "pbmc10x, $FULL_EPOCHS epochs, $DEVICE: wall $wall s from launch to exit; $(tail -1 "$OUT/steps.log")" \

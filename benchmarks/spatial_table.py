@@ -42,7 +42,7 @@ from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 from scrcl.experiments.tables import (
     BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, has_live_final, header_lines,
-    leiden_with_k, margin, method_rows, oracle_section, parse_seeds_for, parse_sets, table_datasets, pca_kmeans,
+    leiden_with_k, margin, method_rows, oracle_section, own_file, parse_seeds_for, parse_sets, table_datasets, pca_kmeans,
     scrcl_run, seeds_line, selection_section, settings_section, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
@@ -55,17 +55,6 @@ REPORTED = ("ari", "nmi", "ari_unrefined", "nmi_unrefined")
 
 
 # -- settings -------------------------------------------------------------------------------------
-def own_file(name: str, data_dir: str | None) -> tuple[Path, str]:
-    """The slice's local .h5ad and its label column: what a user would pass as --data FILE --label-key KEY."""
-    from datamodules.loading import resolve_dataset
-
-    resolved = resolve_dataset(name, data_dir, progress=False)
-    if resolved.source.reader != "h5ad":
-        raise UserError(f"--config generic runs a slice's .h5ad as a user's own file, but '{name}' is read from "
-                        f"{resolved.source.reader} files here; give a dataset with a local .h5ad")
-    return resolved.paths["data"], resolved.source.label_key or resolved.spec.label_key
-
-
 def spatial_config(name: str, mode: str, sets: dict, data_dir: str | None) -> dict:
     """The resolved config of one slice: published settings, or the generic spatial defaults of a user's file."""
     from datamodules.registry import get_spec

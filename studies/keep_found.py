@@ -11,9 +11,13 @@ label-picked best evaluation of the same trajectory (``oracle``: a bound, never 
 
   python studies/keep_found.py --datasets pollen,pbmc68k --seeds 5,15,25 --precision bf16-mixed   # runs, then the table
   python studies/keep_found.py --report-only                       # the table from every finished run under --runs
+  python studies/keep_found.py --config generic --datasets dlpfc_151673 --precision 32-true   # as a user's own file
 
 Runs go to ``runs/keep_found/<dataset>/<schedule>-seed<s>/`` (resumable: a finished run is not redone); the table to
-``studies/results/keep_found.md``.
+``studies/results/keep_found.md``. ``--config generic`` runs each dataset's local .h5ad as a user's own file
+(``--data FILE --task T --label-key K``), so the generic defaults apply (``configs/generic_st.yaml`` for a spatial
+slice, which the local DLPFC slices otherwise never get); its runs go to ``runs/keep_found_generic/``, its table to
+``studies/results/keep_found_generic.md``.
 """
 
 from __future__ import annotations
@@ -34,12 +38,25 @@ from scrcl.train.config import parse_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULES = ("constant", "cosine")
+CONFIGS = ("dataset", "generic")
 WEIGHTS = ("live", "ema")
 REPORTS = ("final", "silhouette", "calinski_harabasz")
 
 
 def run_dir(runs: Path, dataset: str, schedule: str, seed: int) -> Path:
     return runs / dataset / f"{schedule}-seed{seed}"
+
+
+def data_arguments(args, dataset: str) -> list[str]:
+    """How train.py is told the data: the registry name (its own config), or with ``--config generic`` its local .h5ad
+    as a user's own file (one line and exit 2, before any run, for a dataset with no local .h5ad)."""
+    if getattr(args, "config", "dataset") == "dataset":
+        return ["--dataset", dataset]
+    from datamodules.registry import get_spec
+    from scrcl.experiments.tables import own_file
+
+    path, label_key = own_file(dataset, None)
+    return ["--data", str(path), "--task", get_spec(dataset).task, "--label-key", label_key]
 
 
 def train(args, dataset: str, schedule: str, seed: int) -> int:
@@ -58,7 +75,7 @@ def train(args, dataset: str, schedule: str, seed: int) -> int:
         shutil.rmtree(target, ignore_errors=True)  # a start that left no checkpoint: begin again
         # --select silhouette changes only which evaluation metrics.json reports (this study reads history.csv, the same
         # either way): a run is then also the run a results table makes with these settings
-        command = ["--dataset", dataset, "--seed", str(seed), "--lr-schedule", schedule, "--weight-averaging", "ema",
+        command = [*data_arguments(args, dataset), "--seed", str(seed), "--lr-schedule", schedule, "--weight-averaging", "ema",
                    "--select", "silhouette",
                    "--precision", args.precision, "--eval-every", str(args.eval_every), "--no-umap", "--logger", "csv",
                    "--no-progress", "--output", str(target.parent), "--run-name", target.name,
@@ -186,9 +203,12 @@ def report(args) -> str:
         f"- Command: `{args.command}`",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code {code_version(ROOT)}; machine: {machine()}",
         f"- Precision {', '.join(sorted(precisions)) or args.precision}, torch threads {', '.join(sorted(threads)) or '–'} "
-        "(from the runs' config.yaml and metrics.json); each dataset's own config (`--dataset NAME`: the generic "
-        "config for the local scRNA-seq sets, the published settings for a DLPFC slice) with `weight_averaging: ema` "
-        "(ema_decay 0.98); evaluations every "
+        "(from the runs' config.yaml and metrics.json); "
+        + ("each dataset's own config (`--dataset NAME`: the generic config for the local scRNA-seq sets, the published "
+           "settings for a DLPFC slice)" if getattr(args, "config", "dataset") == "dataset" else
+           "each dataset's local .h5ad run as a user's own file (`--config generic`: `--data FILE --task T --label-key K`), "
+           "so the generic defaults apply (configs/generic_sc.yaml, configs/generic_st.yaml)")
+        + " with `weight_averaging: ema` (ema_decay 0.98); evaluations every "
         f"{args.eval_every} epochs. The runs' own metrics.json reports the evaluation their `select` says (each "
         "dataset's heading; runs started before `--select silhouette` was added report the final epoch); this table "
         "reads history.csv, which is the same either way (tests/train/test_keep_found.py checks it).",
@@ -253,13 +273,21 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="bf16-mixed", choices=("32-true", "bf16-mixed"))
     parser.add_argument("--eval-every", type=whole_number(1), default=10)
     parser.add_argument("--epochs", type=whole_number(1), default=None, help="default: each dataset's config (500)")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "keep_found")
-    parser.add_argument("--output", type=output_file, default=ROOT / "studies" / "results" / "keep_found.md")
+    parser.add_argument("--config", default="dataset", choices=CONFIGS,
+                        help="dataset: each dataset's own config (--dataset NAME); generic: its local .h5ad run as a "
+                             "user's own file, so the generic defaults apply (default: dataset)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="default: runs/keep_found/ (runs/keep_found_generic/ with --config generic)")
+    parser.add_argument("--output", type=output_file, default=None,
+                        help="default: studies/results/keep_found.md (keep_found_generic.md with --config generic)")
     parser.add_argument("--schedules", default=",".join(SCHEDULES),
                         help="which runs to make (comma-separated, of constant, cosine); the table reads every finished run")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     args.command = "python studies/keep_found.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    suffix = "" if args.config == "dataset" else "_generic"
+    args.runs = args.runs or ROOT / "runs" / f"keep_found{suffix}"
+    args.output = args.output or ROOT / "studies" / "results" / f"keep_found{suffix}.md"
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     unknown = sorted(set(schedules) - set(SCHEDULES))
     if unknown or not schedules:
@@ -269,6 +297,8 @@ def main(argv=None) -> int:
     failed = []
     if not args.report_only:
         datasets = [get_spec(d.strip()).name for d in args.datasets.split(",") if d.strip()]  # a wrong name: before any run
+        for dataset in datasets:  # and with --config generic, a dataset with no local .h5ad
+            data_arguments(args, dataset)
         seeds = parse_seeds(args.seeds)
         for dataset in datasets:
             for seed in seeds:

@@ -77,6 +77,18 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
 
 
 # -- scRCL runs -----------------------------------------------------------------------------------
+def own_file(name: str, data_dir: str | None) -> tuple[Path, str]:
+    """A registry dataset's local .h5ad and its label column: what a user would pass as --data FILE --label-key KEY
+    (the benchmarks' ``--config generic``, which runs a local dataset as a user's own file)."""
+    from datamodules.loading import resolve_dataset
+
+    resolved = resolve_dataset(name, data_dir, progress=False)
+    if resolved.source.reader != "h5ad":
+        raise UserError(f"--config generic runs a dataset's .h5ad as a user's own file, but '{name}' is read from "
+                        f"{resolved.source.reader} files here; give a dataset with a local .h5ad")
+    return resolved.paths["data"], resolved.source.label_key or resolved.spec.label_key
+
+
 def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_checkpoints: bool) -> dict:
     """One run directory's metrics.json (``run_dir`` under ``runs_dir``); trains only when it does not exist yet."""
     from scrcl.train import run as runner

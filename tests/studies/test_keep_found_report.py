@@ -177,3 +177,38 @@ def test_the_two_schedule_mean_also_sets_the_scrnaseq_sets_apart(tmp_path, monke
     row = next(line for line in section.splitlines() if line.startswith("| cosine | live | final |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3:9] == ["0.6000", "0.0000", f"{0.9 - 0.6:.4f}", "0.8000", "0.0000", f"{0.9 - 0.8:.4f}"]
+
+
+def test_config_generic_runs_the_local_h5ad_as_a_users_own_file(tmp_path, monkeypatch, capsys, data_dir):
+    """--config generic: train.py gets the slice's .h5ad as --data FILE --task st --label-key K (so generic_st.yaml
+    applies, which the published DLPFC slices never get), the runs and the table go to their own defaults, and the
+    table's header says which config the runs had; a dataset with no local .h5ad stops the study before any run."""
+    calls = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "", ""
+
+    monkeypatch.setattr(keep_found, "ROOT", tmp_path)
+    real_run = keep_found.subprocess.run  # the table's header asks git for the code's version
+
+    def fake_run(command, **kw):
+        if str(tmp_path / "train.py") not in command:
+            return real_run(command, **kw)
+        calls.append(command)
+        return Done()
+
+    monkeypatch.setattr(keep_found.subprocess, "run", fake_run)
+    assert keep_found.main(["--config", "generic", "--datasets", "dlpfc_151673", "--seeds", "5", "--schedules", "cosine",
+                            "--precision", "32-true"]) == 0
+    (command,) = calls
+    data = command[command.index("--data") + 1]
+    assert data.endswith(".h5ad") and data.startswith(str(data_dir))
+    assert command[command.index("--task") + 1] == "st" and command[command.index("--label-key") + 1] == "layer_guess"
+    assert "--dataset" not in command
+    assert command[command.index("--output") + 1] == str(tmp_path / "runs" / "keep_found_generic" / "dlpfc_151673")
+    header = (tmp_path / "studies" / "results" / "keep_found_generic.md").read_text()
+    assert "each dataset's local .h5ad run as a user's own file (`--config generic`" in header
+    calls.clear()
+    assert run_entry(keep_found.main, ["--config", "generic", "--datasets", "dlpfc_151673,pbmc10x", "--seeds", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert calls == [] and "pbmc10x" in err and "as a user's own file" in err and "\n" not in err

@@ -48,10 +48,11 @@ def _choose_source(spec: DatasetSpec, data_dir: Path) -> Source:
     raise UserError(f"dataset '{spec.name}': no file found (expected {expected}) and none can be downloaded automatically; get it from {spec.hint}")
 
 
-def check_obtainable(name: str, data_dir: str | os.PathLike | None = None) -> None:
+def check_obtainable(name: str, data_dir: str | os.PathLike | None = None) -> Source:
     """The one-line UserError now, before any work, if a registry dataset has no local file and none can be downloaded
-    (a batch of runs checks every dataset it names before its first run)."""
-    _choose_source(get_spec(name), resolve_data_dir(data_dir))
+    (a batch of runs checks every dataset it names before its first run); else the source it would be read from (local
+    files first), fetching nothing."""
+    return _choose_source(get_spec(name), resolve_data_dir(data_dir))
 
 
 @dataclass

@@ -15,9 +15,9 @@ label-picked best evaluation of the same trajectory (``oracle``: a bound, never 
 
 Runs go to ``runs/keep_found/<dataset>/<schedule>-seed<s>/`` (resumable: a finished run is not redone); the table to
 ``studies/results/keep_found.md``. ``--config generic`` runs each dataset's local .h5ad as a user's own file
-(``--data FILE --task T --label-key K``), so the generic defaults apply (``configs/generic_st.yaml`` for a spatial
-slice, which the local DLPFC slices otherwise never get); its runs go to ``runs/keep_found_generic/``, its table to
-``studies/results/keep_found_generic.md``.
+(``--data FILE --task T --label-key K``), so the generic defaults apply (for a spatial slice ``configs/generic_st.yaml``,
+which ``--dataset`` never gives a DLPFC slice; by default every local slice with an .h5ad); its runs go to
+``runs/keep_found_generic/``, its table to ``studies/results/keep_found_generic.md``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,13 @@ from scrcl.train.config import parse_seeds
 ROOT = Path(__file__).resolve().parent.parent
 SCHEDULES = ("constant", "cosine")
 CONFIGS = ("dataset", "generic")
+DATASETS = "pollen,pbmc68k,baron_mouse1,baron_mouse2,mouse_bladder_han,pbmc10x,dlpfc_151673"  # --config dataset's
+CONFIG_TEXT = {
+    "dataset": "each dataset's own config (`--dataset NAME`: the generic config for the local scRNA-seq sets, the "
+               "published settings for a DLPFC slice)",
+    "generic": "each dataset's local .h5ad run as a user's own file (`--config generic`: `--data FILE --task T "
+               "--label-key K`), so the generic defaults apply (configs/generic_sc.yaml, configs/generic_st.yaml)",
+}
 WEIGHTS = ("live", "ema")
 REPORTS = ("final", "silhouette", "calinski_harabasz")
 
@@ -180,6 +187,7 @@ def report(args) -> str:
     linked: dict = {}
     root = args.runs.resolve().parent  # runs/: where a linked run's folder is shown from
     selects: dict = {}
+    kinds: set = set()  # which config the runs had, from their own config.yaml: a data file (generic) or a dataset
     precisions: set = set()
     threads: set = set()
     for dataset_dir in sorted(p for p in args.runs.iterdir() if p.is_dir()) if args.runs.exists() else []:
@@ -197,6 +205,7 @@ def report(args) -> str:
                 config = read_config_file(run / "config.yaml", "the run's config")
                 selects.setdefault(dataset_dir.name, set()).add(config.get("select", "final"))
                 precisions.add(str(config.get("precision")))
+                kinds.add("generic" if config.get("data") else "dataset")
             threads.add(str(json.loads((run / "metrics.json").read_text()).get("torch_threads", "not recorded")))
     lines = [
         "# Keeping what training found, without labels (studies/keep_found.py)", "",
@@ -204,10 +213,7 @@ def report(args) -> str:
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code {code_version(ROOT)}; machine: {machine()}",
         f"- Precision {', '.join(sorted(precisions)) or args.precision}, torch threads {', '.join(sorted(threads)) or '–'} "
         "(from the runs' config.yaml and metrics.json); "
-        + ("each dataset's own config (`--dataset NAME`: the generic config for the local scRNA-seq sets, the published "
-           "settings for a DLPFC slice)" if getattr(args, "config", "dataset") == "dataset" else
-           "each dataset's local .h5ad run as a user's own file (`--config generic`: `--data FILE --task T --label-key K`), "
-           "so the generic defaults apply (configs/generic_sc.yaml, configs/generic_st.yaml)")
+        + "; and ".join(CONFIG_TEXT[k] for k in CONFIGS if k in (kinds or {getattr(args, "config", "dataset")}))
         + " with `weight_averaging: ema` (ema_decay 0.98); evaluations every "
         f"{args.eval_every} epochs. The runs' own metrics.json reports the evaluation their `select` says (each "
         "dataset's heading; runs started before `--select silhouette` was added report the final epoch); this table "
@@ -267,8 +273,9 @@ def report(args) -> str:
 
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="keep_found.py", command="python studies/keep_found.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", default="pollen,pbmc68k,baron_mouse1,baron_mouse2,mouse_bladder_han,pbmc10x,dlpfc_151673",
-                        help="which runs to make (comma-separated); the table reads every finished run under --runs")
+    parser.add_argument("--datasets", default=None,
+                        help=f"which runs to make (comma-separated; default {DATASETS}, with --config generic every "
+                             "local spatial slice with an .h5ad); the table reads every finished run under --runs")
     parser.add_argument("--seeds", default="5,15,25", help="which runs to make; the table reads every finished run")
     parser.add_argument("--precision", default="bf16-mixed", choices=("32-true", "bf16-mixed"))
     parser.add_argument("--eval-every", type=whole_number(1), default=10)
@@ -296,10 +303,17 @@ def main(argv=None) -> int:
 
     failed = []
     if not args.report_only:
-        datasets = [get_spec(d.strip()).name for d in args.datasets.split(",") if d.strip()]  # a wrong name: before any run
+        seeds = parse_seeds(args.seeds)
+        if args.datasets is None and args.config == "generic":
+            from scrcl.experiments.tables import h5ad_datasets
+
+            datasets = h5ad_datasets(None, "st")
+            if not datasets:
+                raise UserError("--config generic found no local spatial slice with an .h5ad; pass --datasets")
+        else:  # a wrong name: before any run
+            datasets = [get_spec(d.strip()).name for d in (args.datasets or DATASETS).split(",") if d.strip()]
         for dataset in datasets:  # and with --config generic, a dataset with no local .h5ad
             data_arguments(args, dataset)
-        seeds = parse_seeds(args.seeds)
         for dataset in datasets:
             for seed in seeds:
                 for schedule in schedules:

@@ -78,15 +78,25 @@ def check_same_settings(run_dir: Path, config: dict) -> None:
 
 # -- scRCL runs -----------------------------------------------------------------------------------
 def own_file(name: str, data_dir: str | None) -> tuple[Path, str]:
-    """A registry dataset's local .h5ad and its label column: what a user would pass as --data FILE --label-key KEY
-    (the benchmarks' ``--config generic``, which runs a local dataset as a user's own file)."""
-    from datamodules.loading import resolve_dataset
+    """A registry dataset's local .h5ad (absolute: a run may start in another folder) and its label column: what a
+    user would pass as --data FILE --label-key KEY (``--config generic`` of the tables and studies, which runs a local
+    dataset as a user's own file). A dataset read from another format stops here, before anything is fetched."""
+    from datamodules.loading import check_obtainable, resolve_data_dir, resolve_dataset
 
-    resolved = resolve_dataset(name, data_dir, progress=False)
-    if resolved.source.reader != "h5ad":
-        raise UserError(f"--config generic runs a dataset's .h5ad as a user's own file, but '{name}' is read from "
-                        f"{resolved.source.reader} files here; give a dataset with a local .h5ad")
+    root = resolve_data_dir(data_dir).resolve()
+    if check_obtainable(name, root).reader != "h5ad":
+        raise UserError(f"--config generic runs a dataset's .h5ad as a user's own file, but '{name}' has none here (its "
+                        "data are read from another format); give a dataset with a local .h5ad")
+    resolved = resolve_dataset(name, root, progress=False)
     return resolved.paths["data"], resolved.source.label_key or resolved.spec.label_key
+
+
+def h5ad_datasets(data_dir: str | None, task: str) -> list[str]:
+    """The local datasets of ``task`` (:func:`local_datasets`) that are read from an .h5ad: what ``--config generic``
+    can run as a user's own file."""
+    from datamodules.loading import check_obtainable
+
+    return [name for name in local_datasets(data_dir, task) if check_obtainable(name, data_dir).reader == "h5ad"]
 
 
 def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_checkpoints: bool) -> dict:

@@ -53,6 +53,7 @@ def test_report_tabulates_each_dataset_and_the_mean_over_datasets(tmp_path, monk
     assert "| 10, 10 |" in silhouette and "0.9000 ± 0.0000" in silhouette
     assert "## toy (seeds 5, 15; the runs' metrics.json: select final, silhouette)" in text and "Mean over the 1 datasets" in text
     assert "- Precision 32-true, torch threads 2 (from the runs'" in text  # the runs' own, not the command line's
+    assert "config.yaml and metrics.json); each dataset's own config (`--dataset NAME`" in text  # their config: no data file
 
 
 def test_a_dataset_still_running_is_shown_but_not_in_the_mean_over_datasets(tmp_path, monkeypatch):
@@ -181,9 +182,11 @@ def test_the_two_schedule_mean_also_sets_the_scrnaseq_sets_apart(tmp_path, monke
 
 def test_config_generic_runs_the_local_h5ad_as_a_users_own_file(tmp_path, monkeypatch, capsys, data_dir):
     """--config generic: train.py gets the slice's .h5ad as --data FILE --task st --label-key K (so generic_st.yaml
-    applies, which the published DLPFC slices never get), the runs and the table go to their own defaults, and the
-    table's header says which config the runs had; a dataset with no local .h5ad stops the study before any run."""
+    applies, which the published DLPFC slices never get; an absolute path, whatever folder the study started in), the
+    runs and the table go to their own defaults, and the table's header says which config the runs had; a dataset with
+    no local .h5ad stops the study before any run."""
     calls = []
+    monkeypatch.setenv("SCRCL_DATA_DIR", str(data_dir))
 
     class Done:
         returncode, stdout, stderr = 0, "", ""
@@ -202,13 +205,38 @@ def test_config_generic_runs_the_local_h5ad_as_a_users_own_file(tmp_path, monkey
                             "--precision", "32-true"]) == 0
     (command,) = calls
     data = command[command.index("--data") + 1]
-    assert data.endswith(".h5ad") and data.startswith(str(data_dir))
+    assert data.endswith(".h5ad") and data.startswith(str(data_dir.resolve()))
     assert command[command.index("--task") + 1] == "st" and command[command.index("--label-key") + 1] == "layer_guess"
     assert "--dataset" not in command
     assert command[command.index("--output") + 1] == str(tmp_path / "runs" / "keep_found_generic" / "dlpfc_151673")
     header = (tmp_path / "studies" / "results" / "keep_found_generic.md").read_text()
     assert "each dataset's local .h5ad run as a user's own file (`--config generic`" in header
     calls.clear()
-    assert run_entry(keep_found.main, ["--config", "generic", "--datasets", "dlpfc_151673,pbmc10x", "--seeds", "5"]) == 2
+    # with a relative data directory the run still gets an absolute path (train.py runs in the repository's folder)
+    monkeypatch.chdir(data_dir.resolve().parent)
+    monkeypatch.setenv("SCRCL_DATA_DIR", data_dir.resolve().name)
+    assert keep_found.main(["--config", "generic", "--datasets", "dlpfc_151673", "--seeds", "15", "--schedules", "cosine"]) == 0
+    assert calls[-1][calls[-1].index("--data") + 1] == data
+    calls.clear()
+    assert run_entry(keep_found.main, ["--config", "generic", "--datasets", "dlpfc_151673,pbmc68k", "--seeds", "5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert calls == [] and "pbmc10x" in err and "as a user's own file" in err and "\n" not in err
+    assert calls == [] and "'pbmc68k' has none here" in err and "\n" not in err
+    # the default config keeps its own folders
+    assert keep_found.main(["--datasets", "dlpfc_151673", "--seeds", "5", "--schedules", "cosine"]) == 0
+    assert calls[-1][calls[-1].index("--dataset") + 1] == "dlpfc_151673"
+    assert calls[-1][calls[-1].index("--output") + 1] == str(tmp_path / "runs" / "keep_found" / "dlpfc_151673")
+    assert (tmp_path / "studies" / "results" / "keep_found.md").exists()
+
+
+def test_the_header_names_the_config_the_runs_had_not_the_flag(tmp_path, monkeypatch):
+    """Runs made from a data file (--config generic) are described as such even by a report drawn without the flag."""
+    for seed in (5, 15):
+        write_run(tmp_path, "constant", seed, history(aris=[0.5, 0.6], live_aris=[0.5, 0.6], silhouettes=[0.2, 0.1],
+                                                        live_silhouettes=[0.1, 0.2], chs=[1.0, 2.0]))
+        config = keep_found.run_dir(tmp_path, "toy", "constant", seed) / "config.yaml"
+        config.write_text(config.read_text() + "data: /somewhere/toy.h5ad\n")
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    monkeypatch.setattr(sys, "argv", ["keep_found.py"])
+    text = keep_found.report(args)
+    assert "metrics.json); each dataset's local .h5ad run as a user's own file (`--config generic`" in text
+    assert "`--dataset NAME`" not in text

@@ -57,7 +57,7 @@ def run_dir(runs: Path, dataset: str, schedule: str, seed: int) -> Path:
 def data_arguments(args, dataset: str) -> list[str]:
     """How train.py is told the data: the registry name (its own config), or with ``--config generic`` its local .h5ad
     as a user's own file (one line and exit 2, before any run, for a dataset with no local .h5ad)."""
-    if getattr(args, "config", "dataset") == "dataset":
+    if args.config == "dataset":
         return ["--dataset", dataset]
     from datamodules.registry import get_spec
     from scrcl.experiments.tables import own_file
@@ -213,7 +213,7 @@ def report(args) -> str:
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code {code_version(ROOT)}; machine: {machine()}",
         f"- Precision {', '.join(sorted(precisions)) or args.precision}, torch threads {', '.join(sorted(threads)) or '–'} "
         "(from the runs' config.yaml and metrics.json); "
-        + "; and ".join(CONFIG_TEXT[k] for k in CONFIGS if k in (kinds or {getattr(args, "config", "dataset")}))
+        + "; and ".join(CONFIG_TEXT[k] for k in CONFIGS if k in (kinds or {args.config}))
         + " with `weight_averaging: ema` (ema_decay 0.98); evaluations every "
         f"{args.eval_every} epochs. The runs' own metrics.json reports the evaluation their `select` says (each "
         "dataset's heading; runs started before `--select silhouette` was added report the final epoch); this table "

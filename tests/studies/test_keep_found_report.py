@@ -42,7 +42,7 @@ def test_report_tabulates_each_dataset_and_the_mean_over_datasets(tmp_path, monk
         for schedule in keep_found.SCHEDULES:
             write_run(tmp_path, schedule, seed, history(aris=[0.9, final], live_aris=[0.5, final], silhouettes=[0.2, 0.1],
                                                         live_silhouettes=[0.1, 0.2], chs=[1.0, 2.0]))
-    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "bf16-mixed", "eval_every": 10})()
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "config": "dataset", "precision": "bf16-mixed", "eval_every": 10})()
     monkeypatch.setattr(sys, "argv", ["keep_found.py"])
     text = keep_found.report(args)
     row = next(line for line in text.splitlines() if line.startswith("| constant | ema | final |"))
@@ -66,7 +66,7 @@ def test_a_dataset_still_running_is_shown_but_not_in_the_mean_over_datasets(tmp_
     pd.DataFrame(history(aris=[0.9, 0.9], live_aris=[0.9, 0.9], silhouettes=[0.2, 0.1], live_silhouettes=[0.1, 0.2],
                          chs=[1.0, 2.0])).to_csv(partial / "history.csv", index=False)
     (partial / "metrics.json").write_text(json.dumps({"seed": 5}))
-    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "config": "dataset", "precision": "32-true", "eval_every": 10})()
     monkeypatch.setattr(sys, "argv", ["keep_found.py"])
     text = keep_found.report(args)
     assert "## late (seeds 5; the runs' metrics.json: select not recorded; in progress, not in the mean" in text
@@ -130,7 +130,7 @@ def test_constant_lr_section_takes_every_dataset_with_its_seeds_and_the_scrnaseq
         write("dlpfc_151673", "constant", seed, final - 0.3)
     write("baron_mouse1", "cosine", 5, 0.4)  # one cosine seed: the constant-lr mean still takes both constant seeds
     write("pollen", "constant", 5, 0.1)  # fewer seeds than the others: not in the means
-    args = type("Args", (), {"runs": runs, "command": "test", "precision": "32-true", "eval_every": 10})()
+    args = type("Args", (), {"runs": runs, "command": "test", "config": "dataset", "precision": "32-true", "eval_every": 10})()
     monkeypatch.setattr(sys, "argv", ["keep_found.py"])
     text = keep_found.report(args)
     section = text.split("## Constant lr (the reference's schedule), over the datasets")[1].split("## ")[0]
@@ -169,7 +169,7 @@ def test_the_two_schedule_mean_also_sets_the_scrnaseq_sets_apart(tmp_path, monke
                 pd.DataFrame(history(aris=[0.9, final], live_aris=[0.9, final], silhouettes=[0.2, 0.1],
                                      live_silhouettes=[0.2, 0.1], chs=[1.0, 2.0])).to_csv(run / "history.csv", index=False)
                 (run / "metrics.json").write_text(json.dumps({"seed": seed}))
-    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "config": "dataset", "precision": "32-true", "eval_every": 10})()
     monkeypatch.setattr(sys, "argv", ["keep_found.py"])
     section = keep_found.report(args).split("## Over the datasets")[1]
     assert "Mean over the 2 datasets (dlpfc_151673, pbmc68k)" in section
@@ -235,7 +235,7 @@ def test_the_header_names_the_config_the_runs_had_not_the_flag(tmp_path, monkeyp
                                                         live_silhouettes=[0.1, 0.2], chs=[1.0, 2.0]))
         config = keep_found.run_dir(tmp_path, "toy", "constant", seed) / "config.yaml"
         config.write_text(config.read_text() + "data: /somewhere/toy.h5ad\n")
-    args = type("Args", (), {"runs": tmp_path, "command": "test", "precision": "32-true", "eval_every": 10})()
+    args = type("Args", (), {"runs": tmp_path, "command": "test", "config": "dataset", "precision": "32-true", "eval_every": 10})()
     monkeypatch.setattr(sys, "argv", ["keep_found.py"])
     text = keep_found.report(args)
     assert "metrics.json); each dataset's local .h5ad run as a user's own file (`--config generic`" in text

@@ -6,7 +6,8 @@
 
 An analysis, not a result: the labels score every evaluation of every finished trial
 (``<variant>-seed<s>/history.csv``, written by ``python -m scrcl.experiments.ablate``) and the table shows the mean
-over seeds at the chosen epochs, beside the final epoch (what ``ablation.md`` reports for configs with ``select: final``) and the best
+over seeds at the chosen epochs, beside the last evaluation (``final``), the evaluation ``ablation.md`` reports
+(``reported``: the final epoch, or the one the config's label-free ``select`` chose) and the best
 evaluation of each run (labels pick it: the reference implementation's protocol, shown only to tell a
 variant that never gets there from one that gets there and then loses it). Nothing here chooses a
 setting or an epoch to report. Works on restored records too (``benchmarks/records.py restore``).
@@ -42,7 +43,8 @@ def parse_epochs(text: str) -> list[int]:
 
 
 def read_trials(batch: Path, metric: str) -> dict[str, dict[int, dict]]:
-    """{variant: {seed: {"history": {epoch: score}, "final": score, "final_epoch": int}}} of the finished trials."""
+    """{variant: {seed: {"history": {epoch: score}, "final": score, "reported": score, "reported_epoch": int}}} of
+    the finished trials: ``final`` is the last evaluation in history.csv, ``reported`` the figure of metrics.json."""
     if not batch.is_dir():
         raise UserError(f"{batch} is not a directory; give a batch directory of scrcl.experiments.ablate, e.g. runs/ablations/components-pbmc10x")
     trials: dict[str, dict[int, dict]] = {}
@@ -50,8 +52,8 @@ def read_trials(batch: Path, metric: str) -> dict[str, dict[int, dict]]:
         match = TRIAL.match(run.name)
         if not match or not (run / "metrics.json").is_file() or not (run / "history.csv").is_file():
             continue  # not a trial, or not finished
-        final = json.loads((run / "metrics.json").read_text())
-        if final.get(metric) is None:
+        reported = json.loads((run / "metrics.json").read_text())
+        if reported.get(metric) is None:
             raise UserError(f"{run}/metrics.json has no '{metric}': the run had no labels to score it against, "
                             "so there is no trajectory to show")
         history: dict[int, float] = {}
@@ -60,10 +62,11 @@ def read_trials(batch: Path, metric: str) -> dict[str, dict[int, dict]]:
                 if row.get("epoch") and row.get(metric) not in (None, ""):
                     history[int(row["epoch"])] = float(row[metric])
         trials.setdefault(match["variant"], {})[int(match["seed"])] = {
-            "history": history, "final": float(final[metric]), "final_epoch": int(final.get("epoch", max(history, default=0)))}
+            "history": history, "final": history[max(history)] if history else float(reported[metric]),
+            "reported": float(reported[metric]), "reported_epoch": int(reported.get("epoch", max(history, default=0)))}
     if not trials:
         raise UserError(f"{batch} holds no finished trial (<variant>-seed<s>/ with metrics.json and history.csv); "
-                        "run python -m scrcl.experiments.ablate first, or python studies/records.py restore")
+                        "run python -m scrcl.experiments.ablate first, or python benchmarks/records.py restore")
     return trials
 
 
@@ -81,32 +84,34 @@ def table_rows(trials: dict, names: list[str], epochs: list[int]) -> list[dict]:
         for epoch in epochs:
             values = [run["history"][epoch] for run in runs.values() if epoch in run["history"]]
             at[epoch] = fmean(values) if len(values) == len(runs) else None  # a mean over fewer runs would mislead
-        best = [max(run["history"].values()) if run["history"] else run["final"] for run in runs.values()]
+        best = [max(run["history"].values()) if run["history"] else run["reported"] for run in runs.values()]
         rows.append({"variant": name, "seeds": sorted(runs), "at": at, "final": fmean([r["final"] for r in runs.values()]),
-                     "final_epochs": sorted({r["final_epoch"] for r in runs.values()}), "best": fmean(best)})
+                     "reported": fmean([r["reported"] for r in runs.values()]),
+                     "reported_epochs": sorted({r["reported_epoch"] for r in runs.values()}), "best": fmean(best)})
     return rows
 
 
 def render(rows: list[dict], *, batch: Path, metric: str, epochs: list[int], command: str, started: str) -> str:
     name = metric.upper()
-    finals = sorted({e for row in rows for e in row["final_epochs"]})
+    reported = sorted({e for row in rows for e in row["reported_epochs"]})
     lines = [
         f"# {name} over training, per ablation variant (an analysis: labels score every evaluation; none is chosen)",
         "",
         f"- Command: `{command}`",
         f"- Date: {started}; batch: `{batch}` (each `<variant>-seed<s>/history.csv` of a finished trial)",
         f"- Each cell: the mean {name} over the variant's seeds at that epoch (– where a seed has no evaluation there).",
-        f"  `final` is epoch {', '.join(map(str, finals))}, the figure `ablation.md` reports. `best`: the mean of each run's",
+        "  `final`: each run's last evaluation. `reported`: the figure `ablation.md` reports, the final epoch or the one",
+        f"  the run's label-free `select` chose (epoch {', '.join(map(str, reported))}). `best`: the mean of each run's",
         "  highest evaluation, picked by the labels (the reference's protocol; not a result, shown only to tell a",
         "  variant that never reaches a score from one that reaches it and loses it).",
         "",
-        "| variant | seeds | " + " | ".join(f"epoch {e}" for e in epochs) + " | final | best (labels pick) |",
-        "|---" * (len(epochs) + 4) + "|",
+        "| variant | seeds | " + " | ".join(f"epoch {e}" for e in epochs) + " | final | reported | best (labels pick) |",
+        "|---" * (len(epochs) + 5) + "|",
     ]
     for row in rows:
         cells = ["–" if row["at"][e] is None else f"{row['at'][e]:.3f}" for e in epochs]
         lines.append(f"| {row['variant']} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells)
-                     + f" | {row['final']:.3f} | {row['best']:.3f} |")
+                     + f" | {row['final']:.3f} | {row['reported']:.3f} | {row['best']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -46,23 +46,24 @@ def test_means_over_seeds_final_and_best_against_hand_values(batch, tmp_path, ca
     assert traj.main([str(batch), "--epochs", "20,10", "--file", str(order)]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("| variant"))
-    assert header == "| variant | seeds | epoch 10 | epoch 20 | final | best (labels pick) |"
+    assert header == "| variant | seeds | epoch 10 | epoch 20 | final | reported | best (labels pick) |"
     rows = [line for line in lines if line.startswith("| no_cvc") or line.startswith("| full")]
     # the ablation file's order, not the alphabet; the unfinished seed 15 of no_cvc is not counted
     assert rows == [
-        "| no_cvc | 5 | 0.400 | – | 0.300 | 0.400 |",
-        "| full | 5, 15 | 0.550 | 0.750 | 0.720 | 0.760 |",  # best: mean of 0.72 (epoch 30) and 0.80 (epoch 20), each run's own
+        "| no_cvc | 5 | 0.400 | – | 0.300 | 0.300 | 0.400 |",
+        "| full | 5, 15 | 0.550 | 0.750 | 0.720 | 0.720 | 0.760 |",  # best: mean of 0.72 (epoch 30) and 0.80 (epoch 20), each run's own
     ]
-    assert "final` is epoch 30" in "\n".join(lines)
+    assert "`select` chose (epoch 30)" in "\n".join(lines)
 
 
-def test_final_is_the_metrics_json_figure_and_variants_not_in_the_file_come_last(tmp_path, capsys):
+def test_final_is_the_last_evaluation_reported_the_metrics_json_figure_and_unlisted_variants_come_last(tmp_path, capsys):
     batch = tmp_path / "b"
     _trial(batch, "full-seed5", {10: 0.6, 20: 0.7})
     _trial(batch, "custom-seed5", {10: 0.1, 20: 0.2}, final_epoch=10)
     assert traj.main([str(batch), "--epochs", "10", "--file", str(_variants(tmp_path, ["full"])), "--metric", "ari"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| full") or line.startswith("| custom")]
-    assert rows == ["| full | 5 | 0.600 | 0.700 | 0.700 |", "| custom | 5 | 0.100 | 0.100 | 0.200 |"]
+    # custom's metrics.json reports epoch 10 (a label-free select's choice): reported 0.1, its last evaluation 0.2
+    assert rows == ["| full | 5 | 0.600 | 0.700 | 0.700 | 0.700 |", "| custom | 5 | 0.100 | 0.200 | 0.100 | 0.200 |"]
 
 
 def test_output_file_is_written_whole(batch, tmp_path, capsys):

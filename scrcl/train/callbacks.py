@@ -112,7 +112,7 @@ class ClusteringEvaluator(L.Callback):
         result, scores = self.cluster(pl_module, network)
         record = {"epoch": epoch, **scores, **result["internal"], "kmeans_s": time.perf_counter() - t0}
         if network is not None:  # what the live weights give at the same epoch, beside the averaged ones
-            live, live_scores = self.cluster(pl_module)
+            live, live_scores = (result, scores) if network is pl_module.model else self.cluster(pl_module)
             record.update({f"live_{k}": v for k, v in {**live_scores, **live["internal"]}.items()})
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None:  # kept beside the scores: where the loss flattens is how epochs are set
@@ -217,20 +217,24 @@ class ClusteringEvaluator(L.Callback):
 class AveragedWeights(L.Callback):
     """Weight averaging with torch's ``AveragedModel``: ``ema`` (exponential moving average, ``decay`` per step =
     per epoch) or ``swa`` (equal average of the weights after each epoch from ``start`` of the epochs on). The
-    optimiser trains the live weights as before; the evaluations cluster the averaged ones. Kept in checkpoints."""
+    optimiser trains the live weights as before; the evaluations cluster the averaged ones, or the live ones while
+    nothing has been averaged yet (SWA's first epochs). Kept in checkpoints."""
 
     def __init__(self, kind: str, decay: float = 0.98, start: float = 0.5):
         self.kind, self.decay, self.start = kind, decay, start
         self.model = None
+        self._live = None
         self._pending: dict | None = None
 
     def network(self):
-        """The averaged network (a copy of the LightningModule's ``model``)."""
-        return self.model.module
+        """The averaged network (a copy of the LightningModule's ``model``); the live one until the first average
+        (the copy holds the initial weights until then)."""
+        return self._live if int(self.model.n_averaged) == 0 else self.model.module
 
     def on_fit_start(self, trainer, pl_module):
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+        self._live = pl_module.model
         if self.model is None:
             self.model = AveragedModel(pl_module.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay) if self.kind == "ema" else None,
                                        use_buffers=True)

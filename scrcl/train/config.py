@@ -102,7 +102,8 @@ KEYS: tuple[Key, ...] = (
     Key("lr_schedule", str, "constant (the reference) | cosine (decay to 0 over the epochs: training ends calmly)",
         default="constant", choices=("constant", "cosine"), method=True),
     Key("weight_averaging", str, "none (the reference) | ema (exponential moving average of the weights, ema_decay) | "
-        "swa (equal average from average_from of the epochs on); evaluations cluster the averaged weights",
+        "swa (equal average from average_from of the epochs on); evaluations cluster the averaged weights (before SWA's "
+        "first average: the live ones)",
         default="none", choices=("none", "ema", "swa"), method=True),
     Key("ema_decay", float, "EMA decay per epoch (one step per epoch: 0.98 averages over ~50 epochs)", default=0.98,
         above=0, below=1, method=True),

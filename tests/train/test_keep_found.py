@@ -68,6 +68,33 @@ def test_ema_is_the_exponential_average_of_the_weights_after_each_step():
     torch.testing.assert_close(callback.network().weight, expected)
 
 
+def test_swa_is_the_equal_average_from_its_start_and_the_live_weights_before():
+    """AveragedWeights(swa, start=0.5) over 6 epochs averages the weights after epochs 3..6 equally; before the first
+    of them the evaluations cluster the live weights, not the copy of the initial ones the average starts from."""
+    net = torch.nn.Linear(3, 2)
+    callback = AveragedWeights("swa", start=0.5)
+
+    class Holder:
+        model = net
+
+    class Clock:
+        current_epoch, max_epochs = 0, 6
+
+    callback.on_fit_start(Clock(), Holder())
+    averaged = []
+    for epoch in range(6):
+        Clock.current_epoch = epoch
+        with torch.no_grad():
+            net.weight.mul_(1.5).add_(1.0)
+        callback.on_train_batch_end(Clock(), Holder(), None, None, 0)
+        if epoch >= 3:
+            averaged.append(net.weight.detach().clone())
+        else:
+            assert callback.network() is net  # nothing averaged yet
+    torch.testing.assert_close(callback.network().weight, torch.stack(averaged).mean(0))
+    assert callback.network() is not net
+
+
 def test_averaged_weights_selection_and_the_final_epoch_beside_it(pbmc, tmp_path):
     """EMA + cosine + select silhouette on pbmc68k: every evaluation records both criteria and the live weights'
     figures; the reported evaluation is the one with the best silhouette (no label involved); metrics.json keeps the

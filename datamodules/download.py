@@ -93,11 +93,24 @@ def fetch(
     urls = [mirrored(u) for u in urls if u]
     if not urls:
         raise UserError(f"{dest} not found and no download URL is known; place the file there, {PLACE_HINT}")
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # removed again if nothing arrives
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create the data directory {dest.parent}: {_oneline(e)}") from e
+    try:
+        return _fetch_into(dest, urls, sha256, timeout=timeout, progress=progress)
+    except BaseException:
+        for d in made:  # deepest first; a folder something else has written into meanwhile stays
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
+
+def _fetch_into(dest: Path, urls: list[str], sha256: str | None, *, timeout: float, progress: bool) -> Path:
+    """The first of ``urls`` that gives a good file, in place at ``dest`` (its folder exists)."""
     expected = sha256.strip().lower() if sha256 else None
     last_reason = ""
     mismatch: str | None = None  # reported only if no URL gave a good file

@@ -129,7 +129,7 @@ KEYS: tuple[Key, ...] = (
         choices=("auto", "cpu", "gpu", "cuda", "mps"), bookkeeping=True),
     Key("devices", int, "devices for the run: 1 (a run is one full-graph batch; several GPUs run several trials: "
         "python -m scrcl.experiments.sweep / ablate --gpus)", default=1, low=1, high=1, bookkeeping=True),
-    Key("precision", str, "32-true | bf16-mixed | 16-mixed", default="32-true"),
+    Key("precision", str, "32-true | bf16-mixed | 16-mixed", default="32-true", choices=("32-true", "bf16-mixed", "16-mixed")),
     Key("recompute", bool, "recompute the two views' forward pass during the backward pass (torch's activation "
         "checkpointing): less memory per cell, the same gradients, a little more time", default=False),
     Key("deterministic", bool, "torch's deterministic kernels (on a GPU an op without one warns); false lets the GPU "

@@ -168,6 +168,15 @@ def _undo(made: Path, keep_folder: bool) -> None:
             child.unlink(missing_ok=True)
 
 
+def _check_accelerator(accelerator: str) -> None:
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"--accelerator {accelerator} but torch sees no GPU on this machine; use --accelerator cpu or auto")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--accelerator mps but torch sees no Apple GPU on this machine; use --accelerator cpu or auto")
+
+
 def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) -> dict:
     """Every seed of a config; writes each run directory and, for several seeds, a summary.
 
@@ -190,6 +199,7 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         raise UserError(f"{root} is being run by {owner_state(owner)[1]}; wait for it to finish or stop it, then --resume {root}")
     try:
         quiet_libraries()
+        _check_accelerator(config.get("accelerator", "auto"))  # before the data: preprocessing can take minutes
         from datamodules.datamodule import ScRCLDataModule
 
         datamodule = ScRCLDataModule.from_config(config, adata)

@@ -198,11 +198,14 @@ def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, fin
     ("resume with a broken config.yaml", ["--resume", "BROKEN_RUN"], "config.yaml is not valid YAML"),
     ("accelerator Lightning cannot start here", ["--dataset", "pollen", "--accelerator", "tpu"],
      "accelerator must be one of auto, cpu, gpu, cuda, mps, got 'tpu'"),
+    ("precision checked only by Lightning, after preprocessing", ["--dataset", "pollen", "--precision", "bogus"],
+     "precision must be one of 32-true, bf16-mixed, 16-mixed, got 'bogus'"),
     ("a folder named like a file", ["--data", "FOLDER", "--n-clusters", "3"], "is a folder, not a file; --data takes an .h5ad"),
 ])
 def test_a_mistake_in_the_command_line_is_one_line_before_any_data_is_read(case, args, message, tmp_path, data_dir):
     """Each was a traceback: the flags were parsed outside the one-line handler, a non-UTF-8 file and a run's broken
-    config.yaml were read without it, and an accelerator whose backend is missing failed inside Lightning; a folder
+    config.yaml were read without it, and an accelerator whose backend is missing failed inside Lightning (a precision
+    it does not know did too, after the data were preprocessed and cached); a folder
     named ``.h5ad`` was read as a Space Ranger folder and the line spoke of spatial/tissue_positions_list.csv."""
     (tmp_path / "binary.yaml").write_bytes(b"\x00\x01\xff\xfe")
     (tmp_path / "broken").mkdir()

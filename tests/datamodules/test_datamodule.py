@@ -66,7 +66,8 @@ def test_every_preprocessing_parameter_is_in_the_cache_key(data_dir, own_cache):
         return dm.timings["cache"]
 
     assert pollen() == "miss" and pollen() == "hit"
-    for change in ({"k": 5}, {"hvg": 1000}, {"input": "scaled"}, {"gene_k": 3}, {"gene_graph": "identity"}):
+    for change in ({"k": 5}, {"hvg": 1000}, {"input": "scaled"}, {"gene_k": 3}, {"gene_graph": "identity"},
+                   {"cell_neighbours": "exact"}, {"graph_pcs": 30}):
         assert pollen(**change) == "miss", change
         assert pollen(**change) == "hit", change
     # smoothing is applied after the cache: another tms reuses the cached graphs

@@ -267,3 +267,13 @@ def test_malformed_url_is_a_user_error(tmp_path):
         fetch(tmp_path / "data.bin", ["not-a-url"], None, timeout=TIMEOUT, progress=False)
     assert "not-a-url" in str(err.value)
     assert _files(tmp_path) == []
+
+
+def test_a_failed_download_removes_the_folders_it_made(server, tmp_path):
+    """A mistyped --data-dir was left behind as an empty tree of folders; the folders that were there stay."""
+    (tmp_path / "data").mkdir()
+    dest = tmp_path / "data" / "typo" / "scrna" / "x.bin"
+    with pytest.raises(UserError):
+        fetch(dest, [f"{server.base}/missing"], server.sha, timeout=TIMEOUT, progress=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data"]
+    assert fetch(dest, [f"{server.base}/good.bin"], server.sha, timeout=TIMEOUT, progress=False).read_bytes() == server.payload

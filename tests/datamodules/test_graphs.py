@@ -179,7 +179,12 @@ def test_large_n_uses_pca_first_and_stays_valid(monkeypatch, built):
     dm = built("pbmc10x")
     lognorm = dense(dm.prepared.layers["lognorm"][:120, :80])
     for features in (lognorm, sp.csr_matrix(lognorm)):
-        assert_valid_graph(expression_graph(features, 10), 9)
+        graph = expression_graph(features, 10)
+        assert_valid_graph(graph, 9)
+        # at PCA_MIN_CELLS cells and above the default is the reference's PCA-50 first, not the HVGs themselves
+        assert (graph != expression_graph(features, 10, n_pcs=50)).nnz == 0
+        assert (graph != expression_graph(features, 10, n_pcs=0)).nnz > 0
+    assert (expression_graph(lognorm[:99], 10) != expression_graph(lognorm[:99], 10, n_pcs=0)).nnz == 0  # below it
 
 
 # -- gene graph ------------------------------------------------------------------------------------------

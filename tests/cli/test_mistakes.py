@@ -130,8 +130,14 @@ def test_api_duplicate_obs_names_work_by_position():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata.obs_names = ["same"] * (adata.n_obs // 2) + [f"c{i}" for i in range(adata.n_obs - adata.n_obs // 2)]
-    scrcl.fit(adata, label_key="bulk_labels", epochs=2, hidden_dim=16)
+    unique = adata.copy()
+    unique.obs_names = [f"u{i}" for i in range(adata.n_obs)]
+    for each in (adata, unique):
+        scrcl.fit(each, label_key="bulk_labels", epochs=2, hidden_dim=16)
     assert np.isfinite(adata.obsm["X_scrcl"]).all() and adata.obs["scrcl_cluster"].notna().all()
+    # each cell's row is its own: the same as with unique names (same seed), not another cell's
+    np.testing.assert_allclose(adata.obsm["X_scrcl"], unique.obsm["X_scrcl"], rtol=1e-5, atol=1e-6)
+    assert (np.asarray(adata.obs["scrcl_cluster"]) == np.asarray(unique.obs["scrcl_cluster"])).all()
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -163,9 +169,17 @@ def test_one_class_labels_with_n_clusters_are_scored_honestly():
 
 
 def test_metrics_json_of_a_finished_run_is_valid(finished_run):
-    tmp, _ = finished_run
+    """What the run printed last is what metrics.json holds; the scores are scores; the counts add up."""
+    tmp, proc = finished_run
     metrics = json.loads((tmp / "runs" / "r" / "metrics.json").read_text())
-    assert metrics["epoch"] == 2
+    assert metrics["epoch"] == 2 and metrics["dataset"] == "pbmc68k" and metrics["seed"] == 5
+    printed = dict(zip(*[iter(proc.stdout.strip().splitlines()[-1].split())] * 2))
+    for key in ("acc", "nmi", "ari", "f1"):
+        assert f"{metrics[key]:.4f}" == printed[key.upper()], (key, printed)
+        assert -1 <= metrics[key] <= 1 and -1 <= metrics[f"oracle_{key}"] <= 1
+    assert metrics["oracle_ari"] >= metrics["ari"]  # the best by labels over the evaluations: an analysis figure only
+    assert sum(metrics["cluster_sizes"]) == metrics["n_cells"] and len(metrics["cluster_sizes"]) == metrics["n_clusters"]
+    assert metrics["train_seconds"] > 0 and metrics["seconds"] >= metrics["train_seconds"]
 
 
 def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, finished_run, data_dir):

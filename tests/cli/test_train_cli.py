@@ -1,4 +1,6 @@
-"""train.py and evaluate.py through a subprocess, as users run them: every flag is exercised here."""
+"""train.py and evaluate.py through a subprocess, as users run them. Each config key's flag is made from its
+declaration (tests/train/test_config_schema.py checks how); the flags of a run's method and bookkeeping are passed
+here together, the keep-what-training-found ones in tests/train/test_keep_found.py."""
 
 import csv
 import json

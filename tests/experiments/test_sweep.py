@@ -461,22 +461,40 @@ def test_report_tabulates_the_finished_trials_and_runs_nothing(tmp_path, monkeyp
 
 
 # -- the real thing -------------------------------------------------------------------------------
+def test_a_sweep_launches_real_trials_and_tabulates_what_they_wrote(tmp_path, data_dir):
+    """Every other launcher test here stands a fake train.py in: this one runs two real trials (one epoch each) as
+    subprocesses and reads the table against their own metrics.json."""
+    spec = yaml.safe_load((SWEEPS / "hvg.yaml").read_text())
+    spec["parameters"]["hvg"] = {"values": [300, 500]}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "two"
+    proc = cli(tmp_path / "two.yaml", "--dataset", "pbmc68k", "--seeds", "5", "--epochs", "1", "--hidden-dim", "16",
+               "--workers", "1", "--data-dir", data_dir, "--output", out, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 ran, 0 skipped" in proc.stdout
+    table = (out / "sweep.md").read_text()
+    for hvg in (300, 500):
+        metrics = json.loads((out / f"hvg={hvg}_seed=5" / "metrics.json").read_text())
+        assert metrics["epoch"] == 1 and metrics["n_genes"] == hvg
+        assert f"| {hvg} | 1/1 | {hvg} | {metrics['acc']:.4f} |" in table
+
+
 @pytest.mark.slow
 def test_hvg_sweep_end_to_end_and_a_second_call_runs_nothing(tmp_path, data_dir):
-    args = ["configs/sweeps/hvg.yaml", "--dataset", "pbmc68k", "--epochs", "2", "--hidden-dim", "32", "--workers", "2",
-            "--data-dir", data_dir, "--output", tmp_path / "hvg"]
+    args = ["configs/sweeps/hvg.yaml", "--dataset", "pbmc68k", "--seeds", "5", "--epochs", "2", "--hidden-dim", "32",
+            "--workers", "2", "--data-dir", data_dir, "--output", tmp_path / "hvg"]
     first = cli(*args, timeout=1200)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "5 ran, 0 skipped" in first.stdout
     out = tmp_path / "hvg"
-    metrics = {h: json.loads((out / f"hvg={h}" / "metrics.json").read_text()) for h in (500, 1000, 1500, 2000, 3000)}
+    metrics = {h: json.loads((out / f"hvg={h}_seed=5" / "metrics.json").read_text()) for h in (500, 1000, 1500, 2000, 3000)}
     assert all(m["epoch"] == 2 for m in metrics.values())
     assert metrics[500]["n_genes"] == 500 and metrics[3000]["n_genes"] == 765  # pbmc68k has 765 genes
     table = (out / "sweep.md").read_text()
     assert f"| 500 | 1/1 | 500 | {metrics[500]['acc']:.4f} |" in table
     assert (out / "sweep.png").stat().st_size > 10_000 and len((out / "sweep.csv").read_text().splitlines()) == 6
-    stamps = {h: (out / f"hvg={h}" / "metrics.json").stat().st_mtime for h in metrics}
+    stamps = {h: (out / f"hvg={h}_seed=5" / "metrics.json").stat().st_mtime for h in metrics}
     second = cli(*args, timeout=300)
     assert second.returncode == 0, second.stderr
     assert "0 ran, 5 skipped" in second.stdout and "started" not in second.stdout
-    assert stamps == {h: (out / f"hvg={h}" / "metrics.json").stat().st_mtime for h in metrics}
+    assert stamps == {h: (out / f"hvg={h}_seed=5" / "metrics.json").stat().st_mtime for h in metrics}

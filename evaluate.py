@@ -86,6 +86,8 @@ def score_run(run_dir: Path) -> dict:
     import anndata as ad
 
     path = run_dir / "result.h5ad"
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; give a run directory written by train.py (runs/NAME)")
     if not path.exists():
         raise UserError(f"{run_dir} has no result.h5ad; is it a finished run directory?")
     try:

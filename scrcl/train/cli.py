@@ -108,7 +108,8 @@ def _train(args) -> int:
         run_dir = os.path.abspath(args.resume)
         config_path = os.path.join(run_dir, "config.yaml")
         if not os.path.exists(config_path):
-            raise UserError(f"{args.resume} has no config.yaml; --resume takes a run directory written by train.py")
+            what = "has no config.yaml" if os.path.isdir(run_dir) else "is not a directory"
+            raise UserError(f"{args.resume} {what}; --resume takes a run directory written by train.py")
         if not read_config_file(config_path, "the run's config"):
             raise UserError(f"{config_path} holds no settings: that run stopped before its data were loaded, so there is "
                             "nothing to resume; delete the directory and start the run again")

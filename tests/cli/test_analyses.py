@@ -122,8 +122,9 @@ def test_umap_and_paga_tables(finished_run):
 
 
 def test_bad_run_directories_are_one_line(tmp_path, data_dir):
-    proc = script("evaluate.py", tmp_path / "nope", "--analyses", cwd=tmp_path, data_dir=data_dir)
-    one_line_error(proc, "is not a directory")
+    for analyses in (["--analyses"], []):  # the scores alone said "has no result.h5ad" of a folder that is not there
+        proc = script("evaluate.py", tmp_path / "nope", *analyses, cwd=tmp_path, data_dir=data_dir)
+        one_line_error(proc, "is not a directory")
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = script("evaluate.py", empty, "--analyses", cwd=tmp_path, data_dir=data_dir)

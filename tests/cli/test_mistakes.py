@@ -210,6 +210,8 @@ def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, fin
     ("flag without its value", ["--dataset", "pollen", "--lr"], "argument --lr: expected one argument"),
     ("config not text", ["--dataset", "pollen", "--config", "BINARY"], "is not a text file (not UTF-8)"),
     ("resume with a broken config.yaml", ["--resume", "BROKEN_RUN"], "config.yaml is not valid YAML"),
+    ("resume of a folder that is not there", ["--resume", "MISSING"],
+     "is not a directory; --resume takes a run directory written by train.py"),
     ("accelerator Lightning cannot start here", ["--dataset", "pollen", "--accelerator", "tpu"],
      "accelerator must be one of auto, cpu, gpu, cuda, mps, got 'tpu'"),
     ("precision checked only by Lightning, after preprocessing", ["--dataset", "pollen", "--precision", "bogus"],
@@ -225,7 +227,8 @@ def test_a_mistake_in_the_command_line_is_one_line_before_any_data_is_read(case,
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.yaml").write_text("seed: [5\n")
     (tmp_path / "mine.h5ad").mkdir()
-    args = [{"BINARY": tmp_path / "binary.yaml", "BROKEN_RUN": tmp_path / "broken", "FOLDER": tmp_path / "mine.h5ad"}.get(a, a)
+    args = [{"BINARY": tmp_path / "binary.yaml", "BROKEN_RUN": tmp_path / "broken", "FOLDER": tmp_path / "mine.h5ad",
+             "MISSING": tmp_path / "missing"}.get(a, a)
             for a in args]
     line = one_error_line(train(tmp_path, data_dir, *args, "--output", tmp_path / "runs"))
     assert message in line, line

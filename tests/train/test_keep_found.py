@@ -4,6 +4,7 @@ says, on real data through the real training path; labels only score; the publis
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -50,19 +51,13 @@ def test_ema_is_the_exponential_average_of_the_weights_after_each_step():
     """AveragedWeights(ema) holds avg₁ = w₁, avgₜ = d·avgₜ₋₁ + (1 − d)·wₜ (torch's AveragedModel), per step."""
     net = torch.nn.Linear(3, 2)
     callback = AveragedWeights("ema", decay=0.9)
-
-    class Holder:
-        model = net
-
-    class Clock:
-        current_epoch, max_epochs = 0, 10
-
-    callback.on_fit_start(Clock(), Holder())
+    trainer, module = SimpleNamespace(current_epoch=0, max_epochs=10), SimpleNamespace(model=net)
+    callback.on_fit_start(trainer, module)
     expected = None
     for step in range(4):
         with torch.no_grad():
             net.weight.add_(float(step + 1))
-        callback.on_train_batch_end(Clock(), Holder(), None, None, 0)
+        callback.on_train_batch_end(trainer, module, None, None, 0)
         w = net.weight.detach().clone()
         expected = w if expected is None else 0.9 * expected + 0.1 * w
     torch.testing.assert_close(callback.network().weight, expected)
@@ -73,20 +68,14 @@ def test_swa_is_the_equal_average_from_its_start_and_the_live_weights_before():
     of them the evaluations cluster the live weights, not the copy of the initial ones the average starts from."""
     net = torch.nn.Linear(3, 2)
     callback = AveragedWeights("swa", start=0.5)
-
-    class Holder:
-        model = net
-
-    class Clock:
-        current_epoch, max_epochs = 0, 6
-
-    callback.on_fit_start(Clock(), Holder())
+    trainer, module = SimpleNamespace(current_epoch=0, max_epochs=6), SimpleNamespace(model=net)
+    callback.on_fit_start(trainer, module)
     averaged = []
     for epoch in range(6):
-        Clock.current_epoch = epoch
+        trainer.current_epoch = epoch
         with torch.no_grad():
             net.weight.mul_(1.5).add_(1.0)
-        callback.on_train_batch_end(Clock(), Holder(), None, None, 0)
+        callback.on_train_batch_end(trainer, module, None, None, 0)
         if epoch >= 3:
             averaged.append(net.weight.detach().clone())
         else:

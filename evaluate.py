@@ -85,11 +85,10 @@ def score(truth: np.ndarray, pred: np.ndarray) -> dict:
 def score_run(run_dir: Path) -> dict:
     import anndata as ad
 
+    from scrcl.train.results import check_run_dir
+
+    check_run_dir(run_dir)
     path = run_dir / "result.h5ad"
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a directory; give a run directory written by train.py (runs/NAME)")
-    if not path.exists():
-        raise UserError(f"{run_dir} has no result.h5ad; is it a finished run directory?")
     try:
         res = ad.read_h5ad(path)
     except Exception as err:  # truncated or not an .h5ad: anndata/h5py raise many types

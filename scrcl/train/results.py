@@ -187,7 +187,8 @@ def _config_path(run_dir: Path) -> Path:
     raise UserError(f"{run_dir} has no config.yaml (nor its parent); give a run directory written by train.py")
 
 
-def _check_run_dir(run_dir: Path) -> None:
+def check_run_dir(run_dir: Path) -> None:
+    """A finished run directory (result.h5ad in it), else one UserError saying what it is instead."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a directory; give a run directory written by train.py (runs/NAME)")
     if (run_dir / "result.h5ad").exists():
@@ -207,7 +208,7 @@ def load_run(run_dir: Path, data_dir: str | None = None) -> FinishedRun:
     from scrcl.train.config import resolve_config
 
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir)
+    check_run_dir(run_dir)
     try:
         result = ad.read_h5ad(run_dir / "result.h5ad")
     except Exception as err:

@@ -133,8 +133,9 @@ def test_bad_run_directories_are_one_line(tmp_path, data_dir):
     multi = tmp_path / "multi"
     (multi / "seed5").mkdir(parents=True)
     (multi / "seed5" / "result.h5ad").write_bytes(b"")
-    proc = script("evaluate.py", multi, "--analyses", cwd=tmp_path, data_dir=data_dir)
-    one_line_error(proc, "several seeds", "seed5")
+    for analyses in (["--analyses"], []):  # the scores alone share the check (scrcl.train.results.check_run_dir)
+        proc = script("evaluate.py", multi, *analyses, cwd=tmp_path, data_dir=data_dir)
+        one_line_error(proc, "several seeds", "seed5")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "result.h5ad").write_bytes(b"not an h5ad file")

@@ -33,19 +33,20 @@ def own_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def pbmc10x(data_dir, **kw):
-    return ScRCLDataModule(dataset="pbmc10x", data_dir=data_dir, progress=False, **{"input": "counts", "hvg": 2000, "k": 15, **kw})
+def pollen(data_dir, **kw):
+    """Pollen, the smallest real dataset (301 cells), keeps the cache tests quick."""
+    return ScRCLDataModule(dataset="pollen", data_dir=data_dir, progress=False, **{"hvg": 2000, "k": 10, **kw})
 
 
 def test_second_setup_is_a_cache_hit_with_an_identical_batch(data_dir, own_cache):
     t0 = time.perf_counter()
-    first = pbmc10x(data_dir)
+    first = pollen(data_dir, input="counts")
     first.setup()
     t1 = time.perf_counter()
-    second = pbmc10x(data_dir)
+    second = pollen(data_dir, input="counts")
     second.setup()
     t2 = time.perf_counter()
-    print(f"\npbmc10x setup: first (miss) {t1 - t0:.2f} s, second (hit) {t2 - t1:.2f} s; timings {first.timings} / {second.timings}")
+    print(f"\npollen setup: first (miss) {t1 - t0:.2f} s, second (hit) {t2 - t1:.2f} s; timings {first.timings} / {second.timings}")
     assert cache_dir() == own_cache
     assert first.timings["cache"] == "miss" and second.timings["cache"] == "hit"
     assert "build_s" not in second.timings
@@ -54,24 +55,24 @@ def test_second_setup_is_a_cache_hit_with_an_identical_batch(data_dir, own_cache
     assert first.label_names == second.label_names and first.n_clusters == second.n_clusters
     assert first.provenance == second.provenance
     files = sorted(p.name for p in own_cache.iterdir())
-    assert len(files) == 1 and files[0].startswith("pbmc10x-") and files[0].endswith(".h5ad")  # no temp file left
+    assert len(files) == 1 and files[0].startswith("pollen-") and files[0].endswith(".h5ad")  # no temp file left
 
 
 
 def test_every_preprocessing_parameter_is_in_the_cache_key(data_dir, own_cache):
-    """(pollen, the smallest real dataset, keeps this quick; k is the parameter the brief names.)"""
-    def pollen(**kw):
-        dm = ScRCLDataModule(dataset="pollen", data_dir=data_dir, progress=False, **{"hvg": 2000, "k": 10, **kw})
+    """(k is the parameter the brief names.)"""
+    def status(**kw):
+        dm = pollen(data_dir, **kw)
         dm.setup()
         return dm.timings["cache"]
 
-    assert pollen() == "miss" and pollen() == "hit"
+    assert status() == "miss" and status() == "hit"
     for change in ({"k": 5}, {"hvg": 1000}, {"input": "scaled"}, {"gene_k": 3}, {"gene_graph": "identity"},
                    {"cell_neighbours": "exact"}, {"graph_pcs": 30}):
-        assert pollen(**change) == "miss", change
-        assert pollen(**change) == "hit", change
+        assert status(**change) == "miss", change
+        assert status(**change) == "hit", change
     # smoothing is applied after the cache: another tms reuses the cached graphs
-    assert pollen(tms=(1, 0)) == "hit"
+    assert status(tms=(1, 0)) == "hit"
 
 
 def test_a_broken_cache_entry_is_rebuilt(data_dir, own_cache):

@@ -469,7 +469,7 @@ def test_a_sweep_launches_real_trials_and_tabulates_what_they_wrote(tmp_path, da
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "two"
     proc = cli(tmp_path / "two.yaml", "--dataset", "pbmc68k", "--seeds", "5", "--epochs", "1", "--hidden-dim", "16",
-               "--workers", "1", "--data-dir", data_dir, "--output", out, timeout=600)
+               "--no-umap", "--workers", "1", "--data-dir", data_dir, "--output", out, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 ran, 0 skipped" in proc.stdout
     table = (out / "sweep.md").read_text()

@@ -68,9 +68,9 @@ def make_loggers(config: dict, run_dir: Path, seed: int, resume_epoch: int | Non
     loggers = [csv_logger]
     if config.get("logger") == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")  # no account needed; `wandb sync` uploads later
-        if not _USER_SET_WANDB_CACHE:  # W&B's own debug logs (wandb-core) go under the run, not ~/.cache/wandb
-            os.environ["WANDB_CACHE_DIR"] = str(run_dir / "wandb" / "cache")
         if os.environ.get("WANDB_MODE") != "disabled":
+            if not _USER_SET_WANDB_CACHE:  # W&B's own debug logs (wandb-core) go under the run, not ~/.cache/wandb
+                os.environ["WANDB_CACHE_DIR"] = str(run_dir / "wandb" / "cache")
             from lightning.pytorch.loggers import WandbLogger
 
             loggers.append(

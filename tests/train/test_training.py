@@ -1,5 +1,7 @@
 """Training on real data (scanpy's bundled PBMC 68k subset): determinism, learning, the Python API."""
 
+import os
+
 import numpy as np
 import pytest
 import scanpy as sc
@@ -242,3 +244,15 @@ def test_training_writes_its_checkpoints_without_the_system_temp_dir(pbmc, tmp_p
     last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)  # the end-of-training save
     assert periodic["epoch"] == 1 and last["epoch"] == 2 and "model.view_m.linear.weight" in last["state_dict"]
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt", "periodic.ckpt"]
+
+
+def test_with_wandb_disabled_the_loggers_leave_the_environment_alone(tmp_path, monkeypatch):
+    """WANDB_CACHE_DIR points W&B's debug logs at the run only when W&B logs: a disabled W&B must not leave it set for
+    the rest of the process and every subprocess it starts (a later run would take it for the user's own)."""
+    from scrcl.train.loggers import make_loggers
+
+    monkeypatch.delenv("WANDB_CACHE_DIR", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    loggers = make_loggers({"logger": "wandb"}, tmp_path / "run", seed=5)
+    assert [type(logger).__name__ for logger in loggers] == ["CSVLogger"]
+    assert "WANDB_CACHE_DIR" not in os.environ

@@ -25,9 +25,14 @@ train: $(STAMP)
 data: $(STAMP)
 	$(PY) -m datamodules.prefetch --list tests/real_data.txt
 
-# The default test run (slow tests excluded); `make test-all` runs everything.
+# The default test run (slow tests excluded) on two pytest-xdist workers, a test module each at a time: much of a
+# test is single-threaded (a subprocess's imports, scanpy, numba's compile), so two workers on 2 cores finish well
+# before one (figures in the commit that made this the default). TEST_WORKERS=0 runs them one by one.
+# `make test-all` runs everything, one by one (its slow tests have not been tried on two workers).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -77,11 +78,30 @@ class MissingRealDataError(Exception):
     pass
 
 
+# With pytest-xdist (`make test` runs two workers) the controller, which collects nothing, fetches before the workers
+# start and hands each worker its list of problems: one download of each file, one announcement where the terminal
+# shows it, and no two processes making and removing the same folders.
+FETCHED = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if config.pluginmanager.hasplugin("dsession") and not config.option.collectonly:  # the xdist controller
+        config.stash[FETCHED] = fetch_real_data(config, real_data_dir())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    node.workerinput["scrcl_real_data_problems"] = node.config.stash.get(FETCHED, [])
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     users = [item for item in items if needs_real_data(item)]
     if not users or config.option.collectonly:
         return
-    problems = fetch_real_data(config, real_data_dir())
+    worker = getattr(config, "workerinput", None)
+    problems = worker["scrcl_real_data_problems"] if worker is not None else fetch_real_data(config, real_data_dir())
     if not problems:
         return
     config.hook.pytest_deselected(items=users)
@@ -106,4 +126,12 @@ def _isolated_environment(tmp_path_factory):
         mp.setenv("WANDB_MODE", "disabled")
         mp.setenv("MPLBACKEND", "Agg")
         mp.delenv("SCRCL_DATA_MIRROR", raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test starts from the session's environment: what a run made in the test's own process sets in
+    ``os.environ`` reaches neither the next test on this worker nor the subprocesses that test starts."""
+    with mock.patch.dict(os.environ):
         yield

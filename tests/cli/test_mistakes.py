@@ -98,14 +98,17 @@ def test_wandb_logs_stay_in_the_run_directory_and_pyg_leaves_no_generated_module
     home = tmp / "home"
     assert not (home / ".cache" / "wandb").exists()  # wandb-core's debug logs went to the run directory
     assert list((tmp / "runs" / "r" / "wandb" / "cache").rglob("core-debug-*.log"))
-    before = set(Path(tempfile.gettempdir()).glob("*propagate*.py"))
     from scrcl.model.encoders import SparseGCNConv
 
     class FreshLayer(SparseGCNConv):  # a class PyG has not generated code for in this process
         pass
 
+    # PyG names the file it generates "<module>_<class>_propagate_*.py"; only this class's, since another process
+    # (a second test worker building PyG's own GCNConv) may write its own meanwhile
+    pattern = f"*_{FreshLayer.__name__}_propagate*.py"
+    before = set(Path(tempfile.gettempdir()).glob(pattern))
     FreshLayer(4, 3, normalize=False)
-    assert set(Path(tempfile.gettempdir()).glob("*propagate*.py")) == before
+    assert set(Path(tempfile.gettempdir()).glob(pattern)) == before
 
 
 # -- notes instead of silence, .raw when X cannot be used --------------------------------------------------------------

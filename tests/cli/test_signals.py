@@ -107,10 +107,10 @@ def test_a_signal_before_training_says_there_is_nothing_to_resume_and_leaves_not
 def test_a_second_run_with_the_same_name_is_refused_while_the_first_holds_it(tmp_path, data_dir):
     first = start(tmp_path, data_dir, "same")
     claim = tmp_path / "runs" / "same" / "config.yaml"
-    for _ in range(600):
-        if claim.exists():
-            break
+    deadline = time.monotonic() + 240
+    while not claim.exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert claim.exists(), "the first run never claimed its folder"
     second = subprocess.run([sys.executable, str(ROOT / "train.py"), *ARGS, "--lr", "1e-3", "--output", str(tmp_path / "runs"),
                              "--run-name", "same"], cwd=ROOT, env=env(tmp_path, data_dir), capture_output=True, text=True, timeout=300)
     out, _ = first.communicate(timeout=600)

@@ -26,8 +26,8 @@ data: $(STAMP)
 	$(PY) -m datamodules.prefetch --list tests/real_data.txt
 
 # The default test run (slow tests excluded) on two pytest-xdist workers, a test module each at a time: much of a
-# test is single-threaded (a subprocess's imports, scanpy, numba's compile), so two workers on 2 cores finish well
-# before one (figures in the commit that made this the default). TEST_WORKERS=0 runs them one by one.
+# test is single-threaded (a subprocess's imports, scanpy, numba's compile): on 2 cores (2026-12-07) the default run
+# took 506 s on two workers and 792 s one by one. TEST_WORKERS=0 runs them one by one.
 # `make test-all` runs everything, one by one (its slow tests have not been tried on two workers).
 TEST_WORKERS ?= 2
 

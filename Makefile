@@ -28,14 +28,15 @@ data: $(STAMP)
 # The default test run (slow tests excluded) on two pytest-xdist workers, a test module each at a time: much of a
 # test is single-threaded (a subprocess's imports, scanpy, numba's compile): on 2 cores (2026-12-07) the default run
 # took 506 s on two workers and 792 s one by one. TEST_WORKERS=0 runs them one by one.
-# `make test-all` runs everything, one by one (its slow tests have not been tried on two workers).
+# `make test-all` runs everything, the same way (the 45 slow tests alone: 453 s on two workers).
 TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadscope
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "slow or not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

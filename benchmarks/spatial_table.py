@@ -142,8 +142,9 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
         f"- Settings: {which}. Runs: `{shown_path(runs_dir)}/{mode}/<slice>/seed<s>/`.",
         seeds_line(results, seeds)
         + ". Labels only score a finished clustering; spots without annotation are dropped before training.",
-        "- *refined*: majority vote over each spot and its `radius` nearest spots (the config's radius), applied to "
-        "every method alike; *raw*: the clustering before it (scRCL: k-means of the final embedding).",
+        "- *refined*: majority vote over each spot's `radius` nearest other spots (the spot itself does not vote; the "
+        "config's radius), applied to every method alike; *raw*: the clustering before it (scRCL: k-means of the "
+        "embedding of the evaluation the run reports).",
         "- Baselines run on the same HVG matrix scRCL takes as input (`batch.x`). PCA(30) + k-means: seeded, the true "
         "number of domains k. Leiden: scanpy, 15-NN graph of PCA(30), resolution bisected until it gives k clusters "
         "(no labels used).",

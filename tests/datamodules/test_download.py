@@ -20,7 +20,7 @@ import datamodules.download as download
 from datamodules.download import fetch, sha256sum
 from scrcl.errors import UserError
 
-TIMEOUT = 2.0  # generous for loopback, short enough that a hang fails fast
+TIMEOUT = 10.0  # per socket operation: generous for loopback beside a second test worker; a hang still fails fast
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -150,19 +150,23 @@ def test_a_file_the_mirror_lacks_is_one_line_naming_the_mirror(tmp_path, mirror)
 
 
 @pytest.mark.slow
-def test_make_data_through_the_mirror_then_the_real_data_tests_pass_on_it(tmp_path, data_dir, mirror):
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "two-xdist-workers"])
+def test_make_data_through_the_mirror_then_the_real_data_tests_pass_on_it(tmp_path, data_dir, mirror, workers):
     """Everything tests/real_data.txt names, published on the mirror; a test run pointed at an empty directory fills
-    it through the mirror first (saying what and how many MB), and the real-data tests pass on what it fetched."""
+    it through the mirror first (saying what and how many MB), and the real-data tests pass on what it fetched; on two
+    xdist workers (as `make test` runs) the controller fetches each file once before the workers start."""
     empty = tmp_path / "data"
     empty.mkdir()
-    publish(mirror.tree, data_dir, plan(read_list(ROOT / "tests/real_data.txt"), empty).to_download)
+    to_download = plan(read_list(ROOT / "tests/real_data.txt"), empty).to_download
+    publish(mirror.tree, data_dir, to_download)
     env = {**os.environ, "SCRCL_DATA_DIR": str(empty), "SCRCL_DATA_MIRROR": mirror.base, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/datamodules/test_registry.py",
-         "tests/datamodules/test_derive.py", "tests/datamodules/test_sources.py", "tests/datamodules/test_readers.py",
-         "tests/cli/test_evaluate_cli.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-n", str(workers), "--dist", "loadscope",
+         "tests/datamodules/test_registry.py", "tests/datamodules/test_derive.py", "tests/datamodules/test_sources.py",
+         "tests/datamodules/test_readers.py", "tests/cli/test_evaluate_cli.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"real data for the tests: fetching 20 files (28.9 MB) from the mirror {mirror.base} into {empty}" in proc.stdout
-    assert "deselected" not in proc.stdout
+    assert "deselected" not in proc.stdout and "tests that read real data did not run" not in proc.stdout
+    assert len(mirror.requests) == len(to_download), sorted(mirror.requests)  # each file fetched once

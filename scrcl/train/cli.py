@@ -21,11 +21,10 @@ from scrcl.errors import CommandLineParser, UserError
 def _help(k) -> str:
     text = k.help
     default = str(k.default).lower() if isinstance(k.default, bool) else k.default
-    if k.method and "default:" not in text:  # a help that states its own default keeps it
-        # the order resolve_config applies; the schema's default is what a key none of them sets gets
+    if k.method:  # the order resolve_config applies; the schema's default is what a key none of them sets gets
         text += " (default: the dataset's published setting, else configs/generic_sc.yaml / generic_st.yaml"
         text += f", else {default})" if k.default is not None else ")"
-    elif not k.method and k.default is not None:
+    elif k.default is not None:
         text += f" (default: {default})"
     return text.replace("%", "%%")
 

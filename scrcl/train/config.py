@@ -67,7 +67,7 @@ KEYS: tuple[Key, ...] = (
     Key("cell_neighbours", str, "scRNA-seq cell graph: scanpy (the reference's call: k counts the cell itself; "
         "approximate from 4096 cells) or exact (exact cosine kNN, k others)", default="scanpy", choices=("scanpy", "exact"),
         method=True),
-    Key("graph_pcs", int, "scRNA-seq cell graph on the first P principal components (0 = on the HVGs; default: the "
+    Key("graph_pcs", int, "scRNA-seq cell graph on the first P principal components (0 = on the HVGs; unset: the "
         "reference's rule, PCA-50 only from 10 000 cells)", low=0, method=True),
     Key("gene_k", int, "gene-graph neighbours k_g (self included)", low=1, method=True),
     Key("gene_graph", str, "knn (directed, as the reference) | knn_symmetric | identity (ablation)", default="knn",
@@ -75,7 +75,7 @@ KEYS: tuple[Key, ...] = (
     Key("tms", "pair", "low-pass smoothing passes of the two views' inputs, e.g. 5,0", method=True),
     # -- the method: network
     Key("hidden_dim", int, "latent width d", low=1, method=True),
-    Key("gene_dim", int, "gene-embedding width c' (default: the number of clusters)", low=1, method=True),
+    Key("gene_dim", int, "gene-embedding width c' (unset: the number of clusters)", low=1, method=True),
     Key("dropout", float, "dropout rate", low=0, below=1, method=True),
     Key("mlp_activation", str, "the MLP view's activation: relu (the reference) or leaky_relu", default="relu",
         choices=("relu", "leaky_relu"), method=True),

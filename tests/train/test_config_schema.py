@@ -39,13 +39,16 @@ def test_a_new_key_appears_in_help_defaults_flags_and_validation(extra_keys):
 
 def test_help_gives_a_method_keys_last_default_and_one_default_only():
     """A method key's default: the published setting, else the generic config, else the schema's own default (what
-    a key neither generic config sets gets); a help that states its own default is not given a second one."""
+    a key neither generic config sets gets); a key's help never states a second default (--graph-pcs and --gene-dim say
+    what unset means instead)."""
     help_text = " ".join(cli.build_parser().format_help().split())
     chain = "(default: the dataset's published setting, else configs/generic_sc.yaml / generic_st.yaml"
     assert f"{chain}, else 0.98)" in help_text  # ema_decay: in neither generic config
     assert f"{chain}, else true)" in help_text  # refine
     pcs = help_text.rsplit("--graph-pcs GRAPH_PCS", 1)[1].split(" --", 1)[0]  # its entry, not the usage line
     assert pcs.count("default:") == 1 and "the reference's rule" in pcs
+    twice = [k.name for k in config.KEYS if k.flag and cli._help(k).count("default:") > 1]
+    assert not twice, f"help states two defaults: {twice}"
 
 
 def test_a_new_key_goes_through_the_command_line(extra_keys, capsys):

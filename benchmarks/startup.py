@@ -7,10 +7,11 @@
 ``train.py --help`` and, each in a fresh interpreter, importing torch, PyTorch Geometric, Lightning and every module a
 warm-cache run imports are timed ``--repeats`` times each (medians). Then ``train.py --dataset NAME --epochs 1`` runs twice as a
 user would launch it, with a fresh cache directory: the first run builds the preprocessed data and graphs (a cache
-miss), the second reads them (a hit). Each run's start-up, launch to the start of training, is its wall time less
-the training the run itself recorded (``train_seconds`` of metrics.json: the epoch, its evaluation, Lightning's
-loop); writing the results is left in it, so the figure is an upper bound. One JSON line is printed and one row per
-run appended to ``benchmarks/results/startup.md``. The dataset's own config applies; ``--set key=value`` overrides it.
+miss), the second reads them (a hit). Each run's start-up is the time from its launch to the start of its training,
+which the run records (``train_started_at`` of metrics.json, the wall clock when Lightning's training began); its wall
+time and its training (``train_seconds``: the epoch, its evaluation, Lightning's loop) are kept beside it. One JSON
+line is printed and one row per run appended to ``benchmarks/results/startup.md``. The dataset's own config applies;
+``--set key=value`` overrides it.
 """
 
 from __future__ import annotations
@@ -33,17 +34,24 @@ ROOT = Path(__file__).resolve().parent.parent
 IMPORTS = {"torch": "torch", "torch_geometric": "torch_geometric", "lightning": "lightning",
            "run": "scrcl.train.run, datamodules.datamodule, scrcl.train.results, scrcl.eval.clustering, anndata"}
 HEADER = ("| date | dataset | threads | `--help` s | import torch s | import torch_geometric s | import lightning s "
-          "| import what a run imports s | run | cache | wall s | training s (metrics.json) | launch to training, at most s "
+          "| import what a run imports s | run | cache | wall s | training s (metrics.json) | launch to training s "
           "| code | machine |")
+MEANING = ("Launch to the start of training: from launching `train.py --dataset NAME --epochs 1` to the moment its "
+           "training began, which the run records in metrics.json (`train_started_at`). First run: a fresh cache "
+           "directory (a miss); second run: the same cache (a hit). Wall s: the whole run, writing its results included; "
+           "training s: the training its metrics.json records. The import columns: a fresh interpreter importing torch; "
+           "PyTorch Geometric; Lightning (each with what it imports, torch included); and every module a warm-cache run "
+           "imports (`" + IMPORTS["run"] + "`). Medians.")
 
 
-def launched(command: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
-    t0 = time.perf_counter()
+def launched(command: list[str], env: dict) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall seconds of ``python COMMAND``, the wall clock (Unix seconds) at its launch, and the finished process."""
+    at, t0 = time.time(), time.perf_counter()
     done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise UserError(f"{shlex.join(command)} failed (exit {done.returncode}): {(done.stderr.strip().splitlines() or [''])[-1]}")
-    return seconds, done
+    return seconds, at, done
 
 
 def flags(sets: list[str]) -> list[str]:
@@ -75,25 +83,27 @@ def measure(args) -> dict:
             command = ["train.py", "--dataset", args.dataset, "--epochs", "1", "--logger", "none", "--no-umap",
                        "--no-progress", "--output", str(Path(scratch) / "runs"), "--run-name", name,
                        *args.flags]
-            wall, _ = launched(command, env)
+            wall, at, _ = launched(command, env)
             metrics = json.loads((Path(scratch) / "runs" / name / "metrics.json").read_text())
             runs.append({"run": name, "cache": metrics["data"]["setup"].get("cache", "not recorded"), "wall_s": wall,
-                         "train_s": metrics["train_seconds"], "startup_s": wall - metrics["train_seconds"],
+                         "train_s": metrics["train_seconds"], "startup_s": metrics["train_started_at"] - at,
                          "threads": metrics.get("torch_threads")})
     return {"dataset": args.dataset, "help_s": statistics.median(helps), "import_s": imports, "runs": runs, "code": code_version(ROOT),
             "machine": machine()}
 
 
 def append_rows(path: Path, result: dict, command: str) -> None:
-    lines = path.read_text().splitlines() if path.exists() else [
-        "# Start-up (benchmarks/startup.py)", "",
-        "Launch to the start of training: wall time of `train.py --dataset NAME --epochs 1` less the training its "
-        "metrics.json records (so writing the results is counted in: an upper bound). First run: a fresh cache "
-        "directory (a miss); second run: the same cache (a hit). The import columns: a fresh interpreter importing "
-        "torch; PyTorch Geometric; Lightning (each with what it imports, torch included); and every module a warm-cache "
-        "run imports (`" + IMPORTS["run"] + "`). Medians.", "",
-        HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    """One row per run under the header, written once with what the columns mean; a file whose table has other columns
+    (before 2026-12-07 the start-up was wall time less training, an upper bound) gets a new section, so rows of
+    different meaning never share a table."""
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    table = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
+    if not path.exists():
+        lines = ["# Start-up (benchmarks/startup.py)", "", MEANING, "", *table]
+    else:
+        lines = path.read_text().splitlines()
+        if HEADER not in lines:
+            lines += ["", f"## Rows from {date} on: launch to training as the run records it", "", MEANING, "", *table]
     for run in result["runs"]:
         lines.append(f"| {date} | {result['dataset']} | {run['threads']} | {result['help_s']:.2f} | "
                      + "".join(f"{result['import_s'][name]:.2f} | " for name in IMPORTS) + f"{run['run']} | {run['cache']} | "

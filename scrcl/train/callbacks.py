@@ -357,10 +357,12 @@ class RandomStates(L.Callback):
 class TrainClock(L.Callback):
     """Seconds spent in ``trainer.fit``, kept across a resume: a checkpoint carries the seconds spent
     before it, so a run killed and resumed reports the training time of the epochs it is made of (the
-    epochs redone after the kill are not counted twice)."""
+    epochs redone after the kill are not counted twice). ``started_at`` is the wall-clock time (Unix seconds) at which
+    this process's training began, so a launcher can time the start-up before it."""
 
     def __init__(self):
         self.before = 0.0
+        self.started_at: float | None = None
         self._start: float | None = None
         self._stop: float | None = None
 
@@ -370,6 +372,7 @@ class TrainClock(L.Callback):
         return self.before + ((self._stop if self._stop is not None else time.perf_counter()) - self._start)
 
     def on_train_start(self, trainer, pl_module):
+        self.started_at = time.time()
         self._start, self._stop = time.perf_counter(), None
 
     def on_train_end(self, trainer, pl_module):

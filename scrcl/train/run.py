@@ -150,6 +150,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         "oracle": evaluator.oracle(),
         "train_seconds": seconds,
         "seconds_before_resume": clock.before,
+        "train_started_at": clock.started_at,
         "gpu_peak_mb": gpu_peak,
         "module": module,
     }

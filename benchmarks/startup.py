@@ -39,9 +39,9 @@ HEADER = ("| date | dataset | threads | `--help` s | import torch s | import tor
 MEANING = ("Launch to the start of training: from launching `train.py --dataset NAME --epochs 1` to the moment its "
            "training began, which the run records in metrics.json (`train_started_at`). First run: a fresh cache "
            "directory (a miss); second run: the same cache (a hit). Wall s: the whole run, writing its results included; "
-           "training s: the training its metrics.json records. The import columns: a fresh interpreter importing torch; "
-           "PyTorch Geometric; Lightning (each with what it imports, torch included); and every module a warm-cache run "
-           "imports (`" + IMPORTS["run"] + "`). Medians.")
+           "training s: the training its metrics.json records. The import columns: the wall time of a fresh interpreter (its "
+           "start and exit included) importing torch; PyTorch Geometric; Lightning (each with what it imports, torch "
+           "included); and every module a warm-cache run imports (`" + IMPORTS["run"] + "`). Medians.")
 
 
 def launched(command: list[str], env: dict) -> tuple[float, float, subprocess.CompletedProcess]:

@@ -185,3 +185,31 @@ def test_paired_difference_says_within_noise_when_its_interval_contains_zero():
     text = paired_difference_text([0.70, 0.60, 0.72], [0.65, 0.66, 0.67])
     assert text.startswith("+0.013 [") and text.endswith("(3 seeds; within noise)")  # (0.05 - 0.06 + 0.05) / 3
     assert paired_difference_text([0.5], [0.7]) == "-0.200 (1 seed)" and paired_difference_text([], []) == "–"
+
+@pytest.mark.parametrize("n, dim, k", [(300, 6, 4), (1000, 16, 8), (40, 3, 9)])
+def test_cosine_silhouette_is_scikit_learns_brute_force_value(n, dim, k):
+    """The linear-time silhouette against scikit-learn's O(N²) one, with a zero row, a cell alone in its cluster
+    and string labels."""
+    from sklearn.metrics import silhouette_score
+
+    from scrcl.eval.metrics import cosine_silhouette
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, dim)) + rng.normal(size=dim)  # off-centre, so that the distances are not all near 1
+    labels = rng.integers(0, k, n).astype(str)
+    x[3] = 0.0
+    labels[5] = "alone"
+    assert cosine_silhouette(x, labels) == pytest.approx(silhouette_score(x, labels, metric="cosine"), abs=1e-12)
+
+
+def test_internal_silhouette_above_the_sample_size_is_on_scikit_learns_sample():
+    from sklearn.metrics import silhouette_score
+
+    from scrcl.eval.metrics import SILHOUETTE_SAMPLE, internal_scores
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(SILHOUETTE_SAMPLE + 500, 5)) + 1.0
+    labels = (x[:, 0] > 1).astype(int) + 2 * (x[:, 1] > 1)
+    want = silhouette_score(x, labels, metric="cosine", sample_size=SILHOUETTE_SAMPLE, random_state=7)
+    assert internal_scores(x, labels, seed=7)["silhouette"] == pytest.approx(want, abs=1e-12)
+    assert internal_scores(x, labels, seed=8)["silhouette"] != pytest.approx(want, abs=1e-12)  # another draw

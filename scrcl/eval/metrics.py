@@ -185,6 +185,8 @@ def cosine_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     _, code = np.unique(np.asarray(labels), return_inverse=True)
     code = code.ravel()
     sizes = np.bincount(code).astype(np.float64)
+    if not 2 <= sizes.size <= code.size - 1:  # as scikit-learn: the silhouette needs 2 .. N-1 clusters
+        raise ValueError(f"the silhouette needs 2 to {code.size - 1} clusters, got {sizes.size}")
     sums = np.zeros((sizes.size, x.shape[1]))
     np.add.at(sums, code, unit)
     dots = unit @ sums.T  # (N, k): x̂ᵢ·Σ_C

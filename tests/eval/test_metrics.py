@@ -200,6 +200,9 @@ def test_cosine_silhouette_is_scikit_learns_brute_force_value(n, dim, k):
     x[3] = 0.0
     labels[5] = "alone"
     assert cosine_silhouette(x, labels) == pytest.approx(silhouette_score(x, labels, metric="cosine"), abs=1e-12)
+    for one_each in (np.zeros(n, int), np.arange(n)):  # 1 and N clusters: undefined, as in scikit-learn
+        with pytest.raises(ValueError, match="needs 2 to"):
+            cosine_silhouette(x, one_each)
 
 
 def test_internal_silhouette_above_the_sample_size_is_on_scikit_learns_sample():

@@ -83,8 +83,12 @@ def measure(args) -> dict:
             command = ["train.py", "--dataset", args.dataset, "--epochs", "1", "--logger", "none", "--no-umap",
                        "--no-progress", "--output", str(Path(scratch) / "runs"), "--run-name", name,
                        *args.flags]
-            wall, at, _ = launched(command, env)
-            metrics = json.loads((Path(scratch) / "runs" / name / "metrics.json").read_text())
+            wall, at, done = launched(command, env)
+            path = Path(scratch) / "runs" / name / "metrics.json"
+            metrics = json.loads(path.read_text()) if path.exists() else {}
+            if not isinstance(metrics.get("train_started_at"), (int, float)):
+                raise UserError(f"{shlex.join(command)} wrote no metrics.json with train_started_at; the run's last "
+                                f"line: {(done.stdout.strip().splitlines() or [''])[-1]}")
             runs.append({"run": name, "cache": metrics["data"]["setup"].get("cache", "not recorded"), "wall_s": wall,
                          "train_s": metrics["train_seconds"], "startup_s": metrics["train_started_at"] - at,
                          "threads": metrics.get("torch_threads")})
@@ -126,7 +130,11 @@ def main(argv=None) -> int:
     from scrcl.train.config import resolve_config
 
     # the dataset and the overrides are checked here, in one line, before a minute of timings
-    resolve_config(dataset=args.dataset, overrides=parse_sets(args.set))
+    overrides = parse_sets(args.set)
+    resolve_config(dataset=args.dataset, overrides=overrides)
+    theirs = sorted(set(overrides) & {"seeds", "resume", "run_name", "output", "epochs"})
+    if theirs:  # the benchmark times one fresh one-epoch run of one seed in its own scratch folder
+        raise UserError(f"--set {', '.join(theirs)}: the benchmark sets this itself (one fresh one-epoch run of one seed)")
     args.data_dir = resolve_data_dir(args.data_dir).resolve()  # absolute: the runs start in the repository root
     from datamodules.registry import get_spec
     from scrcl.experiments.tables import local_datasets

@@ -178,11 +178,17 @@ def cosine_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     with the cluster's sum Σ_C = Σ_{j∈C} x̂ⱼ: Σ_{j∈C, j≠i} (1 − x̂ᵢ·x̂ⱼ) = |C| − 1 − x̂ᵢ·Σ_C + x̂ᵢ·x̂ᵢ for i's own
     cluster, |C| − x̂ᵢ·Σ_C for another. Then, as scikit-learn: a(i) the mean over i's own cluster without i, b(i)
     the least mean over another cluster, s(i) = (b − a)/max(a, b), 0 for a cell alone in its cluster; the mean of
-    s. Equal to scikit-learn's up to rounding (scikit-learn clips each distance to [0, 2]; tested)."""
+    s. Equal to scikit-learn's up to rounding (tested). Where the distances themselves are at rounding level (cells
+    that share one direction) both results are rounding noise and may differ, each within [−1, 1]."""
     x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels)
+    if x.ndim != 2 or labels.shape != (x.shape[0],):
+        raise ValueError(f"the silhouette needs an (N, D) embedding and N labels, got {x.shape} and {labels.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("the silhouette needs a finite embedding (it holds NaN or inf)")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    _, code = np.unique(np.asarray(labels), return_inverse=True)
+    _, code = np.unique(labels, return_inverse=True)
     code = code.ravel()
     sizes = np.bincount(code).astype(np.float64)
     if not 2 <= sizes.size <= code.size - 1:  # as scikit-learn: the silhouette needs 2 .. N-1 clusters
@@ -195,11 +201,11 @@ def cosine_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     totals = sizes[None, :] - dots  # Σ_{j∈C} distances for every other cluster C
     totals[rows, code] += np.einsum("ij,ij->i", unit, unit) - 1.0  # own cluster: without i itself
     means = totals / np.maximum(sizes[None, :] - (np.arange(sizes.size)[None, :] == code[:, None]), 1)
-    a = means[rows, code]
-    means[rows, code] = np.inf
-    b = means.min(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.nan_to_num((b - a) / np.maximum(a, b))
+    a = np.maximum(means[rows, code], 0.0)  # a mean of distances in [0, 2] (scikit-learn clips each one): rounding
+    means[rows, code] = np.inf              # can take |C| − x̂ᵢ·Σ_C just below 0 when the cells share a direction
+    b = np.maximum(means.min(axis=1), 0.0)
+    top = np.maximum(a, b)
+    s = np.where(top > 0, (b - a) / np.where(top > 0, top, 1.0), 0.0)  # 0 where a = b = 0, as scikit-learn's 0/0
     return float(np.where(own_size > 1, s, 0.0).mean())
 
 

@@ -91,7 +91,7 @@ def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: d
         "seconds": float(total_seconds),
         "train_seconds": float(outcome["train_seconds"]),
         "seconds_per_epoch": float(outcome["train_seconds"]) / max(int((outcome.get("last") or final)["epoch"]), 1),
-        "train_started_at": outcome.get("train_started_at"),  # Unix time; None when a resume found training done
+        "train_started_at": outcome.get("train_started_at"),  # Unix time this process began training; None when a resume found it done
         "peak_memory_mb": peak_memory_mb(),
         "gpu_peak_memory_mb": outcome["gpu_peak_mb"],
         # On the CPU the same seed gives the same figures only at the same thread count: another count sums

@@ -55,6 +55,7 @@ def test_rows_of_another_meaning_get_their_own_section(tmp_path):
 def test_startup_refuses_bad_input_in_one_line(tmp_path):
     for args, fragment in ((["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
                            (["--threads", "-1"], "argument --threads: must be at least 1, got -1"), (["--set", "hidden_dim"], "key=value"),
+                           (["--set", "seeds=[1,2]"], "--set seeds: the benchmark sets this itself"),
                            (["--dataset", "no_such_set"], "unknown dataset"), (["--set", "no_such_key=1"], "unknown config key"),
                            (["--dataset", "pollen", "--data-dir", str(tmp_path)], "is not in")):
         done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup.py"), *args, "--output", str(tmp_path / "s.md")],

@@ -186,6 +186,7 @@ def test_paired_difference_says_within_noise_when_its_interval_contains_zero():
     assert text.startswith("+0.013 [") and text.endswith("(3 seeds; within noise)")  # (0.05 - 0.06 + 0.05) / 3
     assert paired_difference_text([0.5], [0.7]) == "-0.200 (1 seed)" and paired_difference_text([], []) == "–"
 
+
 @pytest.mark.parametrize("n, dim, k", [(300, 6, 4), (1000, 16, 8), (40, 3, 9)])
 def test_cosine_silhouette_is_scikit_learns_brute_force_value(n, dim, k):
     """The linear-time silhouette against scikit-learn's O(N²) one, with a zero row, a cell alone in its cluster
@@ -216,3 +217,33 @@ def test_internal_silhouette_above_the_sample_size_is_on_scikit_learns_sample():
     want = silhouette_score(x, labels, metric="cosine", sample_size=SILHOUETTE_SAMPLE, random_state=7)
     assert internal_scores(x, labels, seed=7)["silhouette"] == pytest.approx(want, abs=1e-12)
     assert internal_scores(x, labels, seed=8)["silhouette"] != pytest.approx(want, abs=1e-12)  # another draw
+
+
+def test_cosine_silhouette_stays_a_silhouette_where_distances_are_rounding():
+    """Cells of two clusters that share one direction: their cosine distances are 0 up to rounding, so a(i) and b(i)
+    are rounding too; scikit-learn clips each distance to [0, 2] and gets a number in [-1, 1], and so must we (the
+    unclipped form gave ±inf or values far outside [-1, 1] on most of these draws)."""
+    from sklearn.metrics import silhouette_score
+
+    from scrcl.eval.metrics import cosine_silhouette
+
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        direction, other = rng.normal(size=8), rng.normal(size=8)
+        x = np.vstack([rng.uniform(0.5, 2.0, size=(40, 1)) * direction, rng.uniform(0.5, 2.0, size=(40, 1)) * direction,
+                       other + 0.3 * rng.normal(size=(40, 8))])
+        labels = np.repeat([0, 1, 2], 40)
+        got = cosine_silhouette(x, labels)
+        assert np.isfinite(got) and -1.0 <= got <= 1.0, (seed, got)
+        assert -1.0 <= silhouette_score(x, labels, metric="cosine") <= 1.0
+
+
+def test_cosine_silhouette_refuses_what_is_not_an_embedding():
+    from scrcl.eval.metrics import cosine_silhouette
+
+    x = np.ones((6, 2))
+    with pytest.raises(ValueError, match="N labels"):
+        cosine_silhouette(x, [0, 1, 0])
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        cosine_silhouette(x, [0, 1, 0, 1, 0, 1])

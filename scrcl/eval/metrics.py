@@ -227,7 +227,8 @@ def internal_scores(embedding: np.ndarray, labels: np.ndarray, seed: int = 0) ->
         sampled_x, sampled_labels = x[keep], labels[keep]
     else:
         sampled_x, sampled_labels = x, labels
+    in_sample = np.unique(sampled_labels).size  # a sample can miss a small cluster: NaN then, not a failed evaluation
     return {
-        "silhouette": cosine_silhouette(sampled_x, sampled_labels),
+        "silhouette": cosine_silhouette(sampled_x, sampled_labels) if 2 <= in_sample < len(sampled_labels) else float("nan"),
         "calinski_harabasz": float(calinski_harabasz_score(x, labels)),
     }

@@ -217,6 +217,11 @@ def test_internal_silhouette_above_the_sample_size_is_on_scikit_learns_sample():
     want = silhouette_score(x, labels, metric="cosine", sample_size=SILHOUETTE_SAMPLE, random_state=7)
     assert internal_scores(x, labels, seed=7)["silhouette"] == pytest.approx(want, abs=1e-12)
     assert internal_scores(x, labels, seed=8)["silhouette"] != pytest.approx(want, abs=1e-12)  # another draw
+    # a sample holding one cluster only (the other is one cell the draw left out): NaN, as for one cluster overall
+    labels = np.zeros(len(x), int)
+    labels[np.random.RandomState(7).permutation(len(x))[-1]] = 1  # the one cell seed 7's sample leaves out
+    scores = internal_scores(x, labels, seed=7)
+    assert np.isnan(scores["silhouette"]) and np.isfinite(scores["calinski_harabasz"])
 
 
 def test_cosine_silhouette_stays_a_silhouette_where_distances_are_rounding():

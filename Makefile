@@ -28,7 +28,7 @@ data: $(STAMP)
 # The default test run (slow tests excluded) on two pytest-xdist workers, a test module each at a time: much of a
 # test is single-threaded (a subprocess's imports, scanpy, numba's compile): on 2 cores (2026-12-07) the default run
 # took 506 s on two workers and 792 s one by one. TEST_WORKERS=0 runs them one by one.
-# `make test-all` runs everything, the same way (the slow tests alone, then 45: 453 s on two workers).
+# `make test-all` runs everything, the same way (the slow tests alone: 45 took 453 s on two workers, 46 later 376 s).
 TEST_WORKERS ?= 2
 XDIST = -n $(TEST_WORKERS) --dist loadscope
 

@@ -222,13 +222,10 @@ def internal_scores(embedding: np.ndarray, labels: np.ndarray, seed: int = 0) ->
     n_clusters = np.unique(labels).size
     if n_clusters < 2 or n_clusters >= len(labels):  # both scores are defined for 2 .. N-1 clusters
         return {name: float("nan") for name in INTERNAL}
+    silhouette = float("nan")  # where a sample misses every cluster but one: NaN, not a failed evaluation
+    keep = slice(None)
     if len(labels) > SILHOUETTE_SAMPLE:  # the cells silhouette_score(..., sample_size, random_state=seed) would take
         keep = check_random_state(seed).permutation(len(labels))[:SILHOUETTE_SAMPLE]
-        sampled_x, sampled_labels = x[keep], labels[keep]
-    else:
-        sampled_x, sampled_labels = x, labels
-    in_sample = np.unique(sampled_labels).size  # a sample can miss a small cluster: NaN then, not a failed evaluation
-    return {
-        "silhouette": cosine_silhouette(sampled_x, sampled_labels) if 2 <= in_sample < len(sampled_labels) else float("nan"),
-        "calinski_harabasz": float(calinski_harabasz_score(x, labels)),
-    }
+    if np.unique(labels[keep]).size >= 2:
+        silhouette = cosine_silhouette(x[keep], labels[keep])
+    return {"silhouette": silhouette, "calinski_harabasz": float(calinski_harabasz_score(x, labels))}

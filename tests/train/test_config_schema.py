@@ -43,8 +43,9 @@ def test_help_gives_a_method_keys_last_default_and_one_default_only():
     what unset means instead)."""
     help_text = " ".join(cli.build_parser().format_help().split())
     chain = "(default: the dataset's published setting, else configs/generic_sc.yaml / generic_st.yaml"
-    assert f"{chain}, else 0.98)" in help_text  # ema_decay: in neither generic config
-    assert f"{chain}, else true)" in help_text  # refine
+    schema = {k.name: k.default for k in config.KEYS}
+    assert f"{chain}, else {schema['ema_decay']})" in help_text  # ema_decay: in neither generic config
+    assert f"{chain}, else {str(schema['refine']).lower()})" in help_text  # refine (a bool, written as YAML writes it)
     pcs = help_text.rsplit("--graph-pcs GRAPH_PCS", 1)[1].split(" --", 1)[0]  # its entry, not the usage line
     assert pcs.count("default:") == 1 and "the reference's rule" in pcs
     twice = [k.name for k in config.KEYS if k.flag and cli._help(k).count("default:") > 1]

@@ -358,13 +358,17 @@ class TrainClock(L.Callback):
     """Seconds spent in ``trainer.fit``, kept across a resume: a checkpoint carries the seconds spent
     before it, so a run killed and resumed reports the training time of the epochs it is made of (the
     epochs redone after the kill are not counted twice). ``started_at`` is the wall-clock time (Unix seconds) at which
-    this process's training began, so a launcher can time the start-up before it."""
+    this process's training began, so a launcher can time the start-up before it. ``epoch_seconds``: each epoch this
+    process trained, in order, from the epoch's start to this callback's end-of-epoch hook (what the callbacks before it
+    do is included: the averaged weights' update, and an evaluation where the epoch has one); not kept across a resume."""
 
     def __init__(self):
         self.before = 0.0
         self.started_at: float | None = None
+        self.epoch_seconds: list[float] = []
         self._start: float | None = None
         self._stop: float | None = None
+        self._epoch_start: float | None = None
 
     def seconds(self) -> float:
         if self._start is None:
@@ -374,6 +378,14 @@ class TrainClock(L.Callback):
     def on_train_start(self, trainer, pl_module):
         self.started_at = time.time()
         self._start, self._stop = time.perf_counter(), None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self._epoch_start is not None:
+            self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
+            self._epoch_start = None
 
     def on_train_end(self, trainer, pl_module):
         self._stop = time.perf_counter()

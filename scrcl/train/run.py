@@ -151,6 +151,7 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         "train_seconds": seconds,
         "seconds_before_resume": clock.before,
         "train_started_at": clock.started_at,
+        "epoch_seconds": list(clock.epoch_seconds),
         "gpu_peak_mb": gpu_peak,
         "module": module,
     }

@@ -68,6 +68,11 @@ def test_training_learns_cell_types(pbmc):
     reported = outcome["final"]  # the generic config reports the best-silhouette evaluation: no label picks it
     assert reported["epoch"] == max(history, key=lambda h: h["silhouette"])["epoch"]
     assert reported["scores"]["ari"] > 0.25, reported["scores"]
+    # one time per epoch, within the training's time; the evaluations (k-means) fall inside their epochs
+    seconds = outcome["epoch_seconds"]
+    assert len(seconds) == 20 and min(seconds) > 0 and sum(seconds) <= outcome["train_seconds"]
+    evaluated = [s for epoch, s in enumerate(seconds, start=1) if epoch % 4 == 0]
+    assert np.median(evaluated) > np.median([s for epoch, s in enumerate(seconds, start=1) if epoch % 4])
 
 
 def test_bf16_mixed_precision_trains_on_cpu(pbmc):

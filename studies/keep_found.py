@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Which label-free way keeps what training found? Weight averaging, a calm end of training, selection by an
-internal criterion: each measured on the local datasets over seeds, labels only scoring.
+"""Which label-free way keeps what training found? Weight averaging, a calm end, selection by a criterion.
+
+Weight averaging, a calm end of training, selection by an internal criterion: each measured on the local datasets
+over seeds, labels only scoring.
 
 Two runs per dataset and seed, both with EMA weights (``weight_averaging: ema``; each evaluation also records what
 the live weights give, ``live_*`` in history.csv): one at constant lr (the reference) and one with ``lr_schedule:

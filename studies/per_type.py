@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     parser = CommandLineParser(prog="per_type.py", command="python studies/per_type.py", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories (one seed each)")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "per_type.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "studies" / "results" / "per_type.md")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python studies/per_type.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     parser.add_argument("--graph-pcs", default="default,50",
                         help="features of the cell graph: 'default' (the reference's rule) and/or numbers of principal components")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "smoothing.md")
+    parser.add_argument("--output", type=output_file, default=ROOT / "studies" / "results" / "smoothing.md")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python studies/smoothing.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))

@@ -115,7 +115,8 @@ def _train(args) -> int:
         if not read_config_file(config_path, "the run's config"):
             raise UserError(f"{config_path} holds no settings: that run stopped before its data were loaded, so there is "
                             "nothing to resume; delete the directory and start the run again")
-        kept = bookkeeping_keys()  # how and where it runs, not what it computes
+        # how it runs, not what it computes; the seeds and where the run lives are what --resume names, so they stay
+        kept = bookkeeping_keys() - {"seeds", "output", "run_name"}
         stored = resolve_config(config_file=config_path)
         given = {k: v for k, v in overrides.items() if v is not None and k not in kept}
         asked = resolve_config(config_file=config_path, overrides=given)
@@ -136,6 +137,9 @@ def _train(args) -> int:
             if not (named.get("dataset") or named.get("data")):  # --config may name them
                 overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
         config = resolve_config(config_file=args.config, overrides=overrides)
+        for key in ("data", "data_dir"):  # recorded absolute: a resume or --analyses from another directory finds them
+            if config.get(key):
+                config[key] = os.path.abspath(os.path.expanduser(config[key]))
         if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
             from datamodules.loading import spatial_note
 

@@ -135,9 +135,11 @@ def test_own_file_with_and_without_labels(tmp_path, data_dir):
     adata.var_names = bundled.raw.var_names
     path = tmp_path / "mine.h5ad"
     adata.write_h5ad(path)
-    with_labels = run(["--data", path, "--label-key", "bulk_labels", "--epochs", "1", "--output", tmp_path / "o",
+    with_labels = run(["--data", "mine.h5ad", "--label-key", "bulk_labels", "--epochs", "1", "--output", tmp_path / "o",
                        "--run-name", "a", "--logger", "none", *FAST], tmp_path)
     assert LINE.match(last_line(with_labels))
+    # a relative path is recorded absolute: --resume and evaluate.py --analyses work from any directory
+    assert yaml.safe_load((tmp_path / "o" / "a" / "config.yaml").read_text())["data"] == str(path)
     without = run(["--data", path, "--n-clusters", "4", "--epochs", "1", "--output", tmp_path / "o", "--run-name", "b",
                    "--logger", "none", *FAST], tmp_path)
     line = last_line(without)
@@ -232,3 +234,14 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path):
         f"error: --resume continues {run_dir} with the settings in its config.yaml; --lr, --epochs, --no-refine cannot change them "
         "(start a new run for other settings)"]
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+    # the seeds and the run's place are what --resume names: --seeds trained new runs inside a finished one and
+    # --output / --run-name were written into its config.yaml, though nothing moved
+    for flags, named in ((["--seeds", "5,15"], "--seeds"), (["--output", tmp_path / "elsewhere"], "--output"),
+                         (["--run-name", "other"], "--run-name")):
+        proc = run(["--resume", run_dir, *flags], tmp_path, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: --resume continues {run_dir} with the settings in its config.yaml; {named} cannot change them "
+            "(start a new run for other settings)"]
+        assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+        assert (run_dir / "config.yaml").read_text() == "dataset: pbmc68k\nepochs: 2\n"

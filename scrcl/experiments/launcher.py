@@ -228,7 +228,7 @@ def run_pool(items: Sequence, slots: Sequence[Slot], work: Callable) -> list:
         futures = [pool.submit(task, item) for item in items]
         try:
             return [f.result() for f in futures]
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):  # no new trial starts; the running ones stop after their epoch
             for f in futures:
                 f.cancel()
             stop_running()
@@ -239,8 +239,23 @@ _RUNNING: set = set()
 _RUNNING_LOCK = threading.Lock()
 
 
+class Stopped(BaseException):
+    """The launcher was sent SIGTERM (``kill``, ``timeout``, a batch system's pre-emption). Raised by its handler
+    wherever the launcher is, like Ctrl-C's ``KeyboardInterrupt``, so the running trials are stopped too (with
+    Python's default action the launcher died at once and its trials ran on, orphaned)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signal(signum, frame):
+    raise Stopped(signum)
+
+
 def stop_running() -> None:
-    """Terminate the trial processes still running (on Ctrl-C)."""
+    """Terminate the trial processes still running (on Ctrl-C or SIGTERM): each one ends after its current epoch with
+    a checkpoint (train.py's own handling of SIGTERM), and the pool waits for them."""
     with _RUNNING_LOCK:
         for proc in list(_RUNNING):
             proc.terminate()
@@ -507,13 +522,22 @@ def batch_command(module: str, argv: Sequence[str]) -> str:
 
 
 def entry_point(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a launcher's ``main``: a UserError is one line on stderr and exit 2; Ctrl-C stops the trials."""
+    """Run a launcher's ``main``: a UserError is one line on stderr and exit 2; Ctrl-C (exit 130) or SIGTERM (exit 143)
+    stops the running trials, each after its epoch with a checkpoint, before the launcher exits."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _stop_on_signal)
     try:
         return run_entry(main, argv)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped) as err:
+        signum = err.signum if isinstance(err, Stopped) else signal.SIGINT
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while the trials stop: they stop anyway
         stop_running()
-        print("interrupted; run the same command again to resume (finished trials are skipped)", file=sys.stderr)
-        return 130
+        print(f"interrupted ({signal.Signals(signum).name}); run the same command again to resume (finished trials are "
+              "skipped, stopped ones continue from their checkpoint)", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # e.g. `--dry-run | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scrcl.errors import UserError
+from scrcl.errors import UserError, output_file
 from scrcl.eval.metrics import SCORES, clustering_scores, mean_std_text
 
 
@@ -32,9 +32,15 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def read_predictions(path: Path, key: str | None = None) -> np.ndarray:
+def _existing_file(path: Path) -> None:
     if not path.exists():
         raise UserError(f"{path} does not exist")
+    if not path.is_file():
+        raise UserError(f"{path} is a directory; give the file")
+
+
+def read_predictions(path: Path, key: str | None = None) -> np.ndarray:
+    _existing_file(path)
     if path.suffix == ".mat":
         from scipy.io import loadmat
 
@@ -42,12 +48,21 @@ def read_predictions(path: Path, key: str | None = None) -> np.ndarray:
             content = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
         except Exception as err:
             raise UserError(f"cannot read {path} as a MATLAB file ({err})")
-        if key is None:
-            key = sorted(content)[0]
+        if key is None and len(content) != 1:  # e.g. one prediction per seed: which one is the user's to say
+            raise UserError(f"{path} holds {len(content)} predictions (keys: {', '.join(content) or 'none'}); "
+                            "name one with --pred-key")
+        key = next(iter(content)) if key is None else key
         if key not in content:
             raise UserError(f"{path} has no key '{key}'; keys: {', '.join(sorted(content))}")
         return np.asarray(content[key]).ravel().astype(str)
-    lines = [line.strip().split(",")[-1] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file; --pred takes one predicted label per line (.txt/.csv) or a .mat "
+                        "file") from None
+    lines = [line.strip().split(",")[-1] for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"{path} is empty; --pred takes one predicted label per line")
     return np.asarray(lines, dtype=str)
 
 
@@ -56,9 +71,13 @@ def read_label_table(path: Path, label_key: str) -> np.ndarray:
 
     from datamodules.readers import unify_label_vocabulary
 
-    if not path.exists():
-        raise UserError(f"{path} does not exist")
-    table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", index_col=0)
+    _existing_file(path)
+    try:
+        table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",", index_col=0)
+    except (UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        reason = "not a text table" if isinstance(err, UnicodeDecodeError) else str(err).strip().splitlines()[0]
+        raise UserError(f"cannot read {path} as a label table ({reason}); --labels takes a TSV/CSV with the cell id "
+                        "first") from None
     if label_key not in table:
         raise UserError(f"label key '{label_key}' not in {path}; columns: {', '.join(map(str, table.columns))}")
     labels = unify_label_vocabulary(table[label_key])
@@ -184,6 +203,22 @@ def aggregate_table(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _refuse_conflicts(args) -> None:
+    """Flags that belong to another of evaluate.py's tasks were ignored without a word; now they are one line."""
+    scoring = [f for f, v in (("--dataset", args.dataset), ("--labels", args.labels), ("--label-key", args.label_key),
+                                ("--pred-key", args.pred_key)) if v]
+    if args.table and not args.aggregate:
+        raise UserError("--table writes the --aggregate table: python evaluate.py --aggregate RUN_DIRS --table FILE")
+    if args.aggregate and (args.pred or args.analyses):
+        raise UserError(f"--aggregate tabulates run directories; {'--pred' if args.pred else '--analyses'} is another "
+                        "task (run it on its own)")
+    if args.pred and (args.run_dirs or args.analyses):
+        raise UserError("--pred scores a predictions file against labels; give it without run directories or --analyses")
+    if scoring and not args.pred:
+        raise UserError(f"{', '.join(scoring)} {'goes' if len(scoring) == 1 else 'go'} with --pred (python evaluate.py --pred FILE --dataset NAME, or "
+                        "--labels TABLE --label-key COLUMN)")
+
+
 def main(argv=None) -> int:
     parser = _Parser(prog="evaluate.py", description=__doc__.split("\n")[0])
     parser.add_argument("run_dirs", nargs="*", type=Path, help="run directories")
@@ -194,17 +229,21 @@ def main(argv=None) -> int:
     parser.add_argument("--labels", type=Path, help="label table (TSV/CSV, first column the cell id)")
     parser.add_argument("--label-key", help="column of --labels")
     parser.add_argument("--aggregate", action="store_true", help="tabulate every metrics.json under the run dirs")
-    parser.add_argument("--table", type=Path, help="write the aggregate table to this markdown file")
+    parser.add_argument("--table", type=output_file, help="write the aggregate table to this markdown file")
     parser.add_argument("--analyses", action="store_true",
                         help="with one run directory: UMAP input vs embedding, marker genes, PAGA into RUN_DIR/analyses/")
     args = parser.parse_args(argv)
     try:
+        _refuse_conflicts(args)
         if args.aggregate:
             from scrcl.atomic import atomic_write_text
 
             table = aggregate_table(collect_runs(args.run_dirs))
             if args.table:
-                atomic_write_text(args.table, table)
+                try:
+                    atomic_write_text(args.table, table)
+                except OSError as err:  # e.g. a folder root may write to but a file system that refuses
+                    raise UserError(f"cannot write {args.table} ({err.strerror or err}); choose another --table") from None
             print(table, end="")
             return 0
         if args.pred is not None:

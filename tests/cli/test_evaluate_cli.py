@@ -76,3 +76,37 @@ def test_aggregate_never_averages_runs_with_other_settings(tmp_path):
         "| pbmc10x | 2 | " + " | ".join([mean_std_text([0.7, 0.8])] * 4) + " | beta=1.0 |",
         "| pollen | 1 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | no config.yaml |",
     ], proc.stdout
+
+
+def test_wrong_files_and_flags_of_another_task_are_one_line(tmp_path, data_dir):
+    """Each of these ended in a traceback (a binary or empty file, a folder, an empty label table, a --table that
+    cannot be written) or was silently ignored (flags of another of evaluate.py's tasks; a .mat file of five seeds'
+    predictions scored its alphabetically first key, seed 15)."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "binary.txt").write_bytes(b"\x89HDF\x00\xff\xfe")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "p.txt").write_text("a\nb\n")
+    (tmp_path / "labels.csv").write_text("")
+    (tmp_path / "run").mkdir()
+    five_seeds = data_dir / "reference_outputs/scRCL/SC/pred_label_dict_Zeisel.mat"
+    labels = ["--labels", "labels.csv", "--label-key", "ct"]
+    cases = [
+        (["--pred", "binary.txt", *labels], "binary.txt is not a text file"),
+        (["--pred", "folder", *labels], "folder is a directory"),
+        (["--pred", "empty.txt", *labels], "empty.txt is empty"),
+        (["--pred", "p.txt", "--labels", "folder", "--label-key", "ct"], "folder is a directory"),
+        (["--pred", "p.txt", *labels], "cannot read labels.csv as a label table"),
+        (["--aggregate", "run", "--table", "folder"], "folder is a directory"),
+        (["--aggregate", "run", "--table", "binary.txt/t.md"], "cannot be written"),
+        (["run", "--table", "t.md"], "--table writes the --aggregate table"),
+        (["run", "--pred", "p.txt", *labels], "--pred scores a predictions file"),
+        (["--aggregate", "run", "--analyses"], "--aggregate tabulates run directories"),
+        (["run", "--dataset", "pbmc10x"], "--dataset goes with --pred"),
+        (["--pred", five_seeds, "--dataset", "zeisel"], "holds 5 predictions (keys: 5, 15, 25, 35, 45); name one with --pred-key"),
+    ]
+    for args, message in cases:
+        proc = evaluate(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr[-1500:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["binary.txt", "empty.txt", "folder", "labels.csv", "p.txt", "run"]

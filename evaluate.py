@@ -240,10 +240,7 @@ def main(argv=None) -> int:
 
             table = aggregate_table(collect_runs(args.run_dirs))
             if args.table:
-                try:
-                    atomic_write_text(args.table, table)
-                except OSError as err:  # e.g. a folder root may write to but a file system that refuses
-                    raise UserError(f"cannot write {args.table} ({err.strerror or err}); choose another --table") from None
+                atomic_write_text(args.table, table)
             print(table, end="")
             return 0
         if args.pred is not None:

@@ -34,5 +34,12 @@ def atomic_path(path: Path | str, suffix: str = "") -> Iterator[str]:
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+    """Write a text report atomically. A place that refuses it (no permission, a read-only or full file system) is
+    one :class:`~scrcl.errors.UserError` line naming the file, not a traceback at the end of a long command."""
+    try:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)
+    except OSError as err:
+        from scrcl.errors import UserError
+
+        raise UserError(f"cannot write {path} ({err.strerror or err}); choose another place for it") from None

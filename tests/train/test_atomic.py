@@ -75,3 +75,16 @@ def test_a_checkpoint_write_killed_half_way_leaves_the_previous_checkpoint(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "periodic.ckpt"]
     io.save_checkpoint({"epoch": 100}, target)  # the next save replaces it, and the link follows
     assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"epoch": 100}
+
+
+def test_a_report_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    """paper_table.py ended hours of runs in a PermissionError traceback for an --output its check let through (a
+    place root may open but whose file system refuses files); every report now fails as one line naming the file."""
+    from scrcl.errors import UserError
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for path in (blocker / "table.md", "/sys/scrcl_table.md"):
+        with pytest.raises(UserError, match=f"cannot write {path} "):
+            atomic_write_text(path, "| a |\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

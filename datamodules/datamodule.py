@@ -248,6 +248,13 @@ class ScRCLDataModule(L.LightningDataModule):
             # one class would give n_clusters = 1 and a "perfect" score of 1.0 for any model
             raise UserError(f"the labels have a single class ({self.label_names[0]!r}), so they cannot set the number of "
                             "clusters; pass --n-clusters C (C ≥ 2) to cluster anyway (the scores will say how the labels compare)")
+        labelled = int((codes >= 0).sum()) if codes is not None else 0
+        if self.requested_clusters is None and self.label_names and len(self.label_names) > max(labelled // 2, 2):
+            # e.g. a numeric column (a score, a count): a class per cell, and scores of 1.0 for any clustering
+            column = f"'{self.label_key}' " if self.label_key else ""
+            raise UserError(f"the labels {column}have {len(self.label_names)} classes for {labelled} labelled cells, more "
+                            "than one per two cells: they look like a per-cell value, not cell types; choose a cell-type "
+                            "column with --label-key, or pass --n-clusters C to cluster anyway")
         n_clusters = self.requested_clusters or (len(self.label_names) if self.label_names else None)
         if n_clusters is None:
             raise UserError("the data have no labels, so the number of clusters is unknown; pass --n-clusters C")

@@ -171,6 +171,14 @@ def test_one_class_labels_with_n_clusters_are_scored_honestly():
     assert scores["ari"] == 0.0 and scores["acc"] < 1.0  # three clusters against one class: no perfect score
 
 
+def test_a_per_cell_numeric_column_is_not_taken_for_cell_types():
+    """A numeric column (here each cell's total count) made one class per cell: n_clusters near N and scores near
+    1.0 for any model."""
+    adata = sc.datasets.pbmc68k_reduced()
+    with pytest.raises(UserError, match=r"the labels 'n_counts' have \d+ classes for 700 labelled cells.*choose a cell-type column"):
+        scrcl.fit(adata, label_key="n_counts", epochs=1, hidden_dim=8)
+
+
 def test_metrics_json_of_a_finished_run_is_valid(finished_run):
     """What the run printed last is what metrics.json holds; the scores are scores; the counts add up."""
     tmp, proc = finished_run

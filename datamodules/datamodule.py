@@ -320,7 +320,8 @@ class ScRCLDataModule(L.LightningDataModule):
             f"{self.provenance['dataset']} ({self.task}): {self.n_cells} cells x {self.n_genes} genes",
             f"input={info['input_used']}" + (" (already normalised)" if info["already_normalised"] else ""),
             f"cell graph {b.cell_graph.values().numel()} edges (k={self.params['k']}"
-            + (f", on PCA-{self.params['graph_pcs']}" if self.task == "sc" and self.params.get("graph_pcs") else "") + ")",
+            + (f", on PCA-{min(self.params['graph_pcs'], min(self.n_cells, self.n_genes) - 1)}"  # as many as the data allow
+               if self.task == "sc" and self.params.get("graph_pcs") else "") + ")",
             f"gene graph {int(b.gene_filter.values().numel()) - self.n_genes} edges",
             f"tms={list(self.tms)}",
             f"clusters={self.n_clusters}",

@@ -147,6 +147,19 @@ def test_own_spatial_h5ad_with_label_key_and_n_clusters(tmp_path, data_dir, corn
     assert len(logged) == 1 and logged[0].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_vote_wider_than_a_domain_is_pointed_out(tmp_path, data_dir, corner):
+    """The spatial vote over more nearest spots than an average domain holds merges domains (a helper's 60-spot file
+    ended with one domain at the default radius of 50, silently); the run says so before it trains."""
+    proc = script("train.py", "--data", corner.uns["path"], "--task", "st", "--label-key", "layer_guess", "--n-clusters", "5",
+                  "--radius", "300", "--epochs", "1", "--logger", "none", "--output", tmp_path, "--run-name", "wide", *SMALL,
+                  cwd=tmp_path, data_dir=data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the spatial vote relabels each spot by its 300 nearest spots (radius), more than a domain holds "
+                     "on average here (1193 spots / 5 clusters = 239): it can merge domains into one; a smaller --radius "
+                     "keeps them (--radius 0: no vote)"]
+
+
 def test_file_with_coordinates_but_no_task_says_so_and_runs_as_given(tmp_path, data_dir, corner):
     proc = script("train.py", "--data", corner.uns["path"], "--label-key", "layer_guess", "--epochs", "1", "--logger", "none",
                   "--output", tmp_path, "--run-name", "sc", *SMALL, cwd=tmp_path, data_dir=data_dir)

@@ -343,6 +343,8 @@ def test_datamodule_graph_pcs_builds_that_graph_and_keys_the_cache(built):
     lognorm = dense(dm.prepared.layers["lognorm"])
     assert (dm.prepared.obsp["cell_graph"] != expression_graph(lognorm, dm.params["k"], n_pcs=30)).nnz == 0
     assert "on PCA-30" in dm.summary()
+    capped = built("pollen", graph_pcs=5000)  # pollen: 249 cells, so 248 components at most
+    assert "on PCA-248" in capped.summary() and any("the cell graph uses 248" in note for note in capped.notes())
     default = built("pollen")
     assert "graph_pcs" not in default.params and "PCA" not in default.summary()
     files = {"data": Path(__file__)}

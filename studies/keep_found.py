@@ -90,12 +90,36 @@ def train(args, dataset: str, schedule: str, seed: int) -> int:
                    "--no-progress", "--output", str(target.parent), "--run-name", target.name,
                    *(["--epochs", str(args.epochs)] if args.epochs else [])]
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, capture_output=True, text=True)
+    done = _run_passing_signals_on([sys.executable, str(ROOT / "train.py"), *command])
     print(f"{dataset} {schedule} seed {seed}: exit {done.returncode} in {time.perf_counter() - t0:.0f} s; "
           f"{(done.stdout.strip().splitlines() or [''])[-1]}", flush=True)
+    if done.returncode in (130, 143):  # the run was stopped by our signal: so is the study
+        print(f"interrupted ({'SIGINT' if done.returncode == 130 else 'SIGTERM'}) during {dataset} {schedule} seed {seed}; "
+              "run the same command again to continue (that run resumes from its checkpoint)", file=sys.stderr)
+        raise SystemExit(done.returncode)
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode
+
+
+def _run_passing_signals_on(command: list[str]) -> subprocess.CompletedProcess:
+    """``subprocess.run`` of a train.py run that a SIGTERM to this study stops too: train.py ends after its epoch with a
+    checkpoint. With Python's default action the study died at once and its run trained on, orphaned. Ctrl-C reaches
+    the run by itself (the terminal signals the whole process group); the study waits for it to stop."""
+    import signal
+
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate()
+                break
+            except KeyboardInterrupt:
+                continue  # the run has the same SIGINT and stops after its epoch; its exit status says so
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def pick(history, weights: str, report: str) -> dict:

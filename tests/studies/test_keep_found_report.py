@@ -192,15 +192,13 @@ def test_config_generic_runs_the_local_h5ad_as_a_users_own_file(tmp_path, monkey
         returncode, stdout, stderr = 0, "", ""
 
     monkeypatch.setattr(keep_found, "ROOT", tmp_path)
-    real_run = keep_found.subprocess.run  # the table's header asks git for the code's version
 
-    def fake_run(command, **kw):
-        if str(tmp_path / "train.py") not in command:
-            return real_run(command, **kw)
+    def fake_run(command):  # train.py's run, as the study starts it
+        assert str(tmp_path / "train.py") in command
         calls.append(command)
         return Done()
 
-    monkeypatch.setattr(keep_found.subprocess, "run", fake_run)
+    monkeypatch.setattr(keep_found, "_run_passing_signals_on", fake_run)
     assert keep_found.main(["--config", "generic", "--datasets", "dlpfc_151673", "--seeds", "5", "--schedules", "cosine",
                             "--precision", "32-true"]) == 0
     (command,) = calls
@@ -240,3 +238,48 @@ def test_the_header_names_the_config_the_runs_had_not_the_flag(tmp_path, monkeyp
     text = keep_found.report(args)
     assert "metrics.json); each dataset's local .h5ad run as a user's own file (`--config generic`" in text
     assert "`--dataset NAME`" not in text
+
+
+def test_sigterm_stops_the_study_and_its_run(tmp_path, data_dir):
+    """A SIGTERM to the study (kill, timeout, a batch system) stops its running train.py too, which keeps a checkpoint;
+    the study exits 143 with one line. Before, the study died at once and its run trained on, orphaned."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(keep_found.__file__).resolve().parents[1]
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, str(root / "studies" / "keep_found.py"), "--datasets", "pollen", "--seeds", "5",
+                             "--schedules", "constant", "--epochs", "100000", "--eval-every", "1", "--precision", "32-true",
+                             "--runs", str(runs), "--output", str(tmp_path / "table.md")],
+                            cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
+                                               "SCRCL_DATA_DIR": str(data_dir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mine = lambda: [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, str(runs))]
+    try:
+        deadline = time.monotonic() + 240
+        while not list(runs.glob("**/history.csv")) and not list(runs.glob("**/csv/**/metrics.csv")):  # training
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start training"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(1)
+        left = mine()
+        for pid in left:  # a run that outlived the study would train on for 100000 epochs
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 143, stderr[-2000:]
+    assert not left, "a run outlived its study"
+    assert stderr.strip().splitlines()[-1].startswith("interrupted (SIGTERM) during pollen constant seed 5; run the same command")
+    assert list(runs.glob("**/checkpoints/last.ckpt"))
+
+
+def _cmdline_has(proc_dir, text: str) -> bool:
+    try:
+        return text.encode() in (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return False

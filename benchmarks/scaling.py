@@ -33,6 +33,7 @@ import platform
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from datamodules.datamodule import ScRCLDataModule
 from datamodules.registry import DATA_DIR_HELP
+from scrcl.experiments.launcher import run_child
 from scrcl.experiments.tables import parse_sets
 from scrcl.experiments.timing import autocast_dtype, first_optimizer, timed_epoch
 from scrcl.train.module import build_module
@@ -313,7 +315,10 @@ def call_worker(kind: str, n: int, args, work: Path, **options) -> dict | None:
     t0 = time.perf_counter()
     print(f"[scaling] {kind} N={n} {options or ''} ...", file=sys.stderr, flush=True)
     LOAD.append(os.getloadavg()[0])
-    code = subprocess.run(command, env=env, cwd=ROOT).returncode
+    code = run_child(command, env=env, cwd=ROOT).returncode  # a SIGTERM to the driver stops its worker too
+    if code in (-signal.SIGTERM, 128 + signal.SIGTERM):  # the driver was stopped: so is the benchmark
+        print(f"interrupted (SIGTERM) during {kind} N={n}; run the same command again", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM)
     LOAD.append(os.getloadavg()[0])
     if code != 0 or not result.exists():
         print(f"[scaling] {kind} N={n} {options or ''} failed (exit {code})", file=sys.stderr, flush=True)

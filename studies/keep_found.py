@@ -103,23 +103,10 @@ def train(args, dataset: str, schedule: str, seed: int) -> int:
 
 
 def _run_passing_signals_on(command: list[str]) -> subprocess.CompletedProcess:
-    """``subprocess.run`` of a train.py run that a SIGTERM to this study stops too: train.py ends after its epoch with a
-    checkpoint. With Python's default action the study died at once and its run trained on, orphaned. Ctrl-C reaches
-    the run by itself (the terminal signals the whole process group); the study waits for it to stop."""
-    import signal
+    """train.py's run, stopped with the study (see :func:`scrcl.experiments.launcher.run_child`)."""
+    from scrcl.experiments.launcher import run_child
 
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
-    try:
-        while True:
-            try:
-                stdout, stderr = proc.communicate()
-                break
-            except KeyboardInterrupt:
-                continue  # the run has the same SIGINT and stops after its epoch; its exit status says so
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    return run_child(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def pick(history, weights: str, report: str) -> dict:

@@ -282,6 +282,27 @@ def execute(cmd: list[str], env: dict, log_path: Path) -> int:
                 _RUNNING.discard(proc)
 
 
+def run_child(command: list[str], **popen) -> subprocess.CompletedProcess:
+    """``subprocess.run`` for a study's or a benchmark's child process that a SIGTERM to this process stops too
+    (``terminate``: a train.py run ends after its epoch with a checkpoint). With Python's default action the parent
+    died at once and its child ran on, orphaned. Ctrl-C reaches the child by itself (the terminal signals the whole
+    process group), and the parent waits for it; the child's exit status says what happened."""
+    import signal
+
+    proc = subprocess.Popen(command, **popen)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    try:
+        while True:
+            try:
+                stdout, stderr = proc.communicate()
+                break
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def last_line(path: Path) -> str:
     """The last non-empty line of a text file ('' if none)."""
     try:

@@ -61,6 +61,8 @@ def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool 
                 f"obsm['spatial'] must hold finite (x, y) coordinates for every spot (shape {coords.shape}, "
                 f"{int(np.size(coords) - np.isfinite(coords).sum())} NaN/inf); fix them or drop those spots"
             )
+    if 0 in adata.shape:  # an empty file, not a matrix of zeros
+        raise UserError(f"the data have {adata.n_obs} cells and {adata.n_vars} genes: there is nothing to cluster")
     n_before_empty = adata.n_obs
     sc.pp.filter_cells(adata, min_genes=1)
     if adata.n_obs == 0:

@@ -172,6 +172,9 @@ def read_visium(
         if positions is None:
             candidates = [path / "spatial" / n for n in ("tissue_positions_list.csv", "tissue_positions.csv", "tissue_positions_list.txt")]
             positions = next((c for c in candidates if c.exists()), None)
+            if positions is None and not (path / "spatial").is_dir() and not Path(counts).exists():
+                raise UserError(f"{path} is a folder but not a Space Ranger output (no filtered_feature_bc_matrix.h5, no "
+                                "spatial/); --data takes an .h5ad, an .h5 or a Visium folder")
             if positions is None:
                 raise UserError(f"{path}/spatial has no tissue_positions_list.csv or tissue_positions.csv; spatial data needs spot coordinates")
         if labels is None and (path / "metadata.tsv").exists():

@@ -170,9 +170,12 @@ def _undo(made: Path, keep_folder: bool) -> None:
             child.unlink(missing_ok=True)
 
 
-def _check_accelerator(accelerator: str) -> None:
+def _check_accelerator(accelerator: str, precision: str = "32-true") -> None:
     import torch
 
+    if precision == "16-mixed" and (accelerator == "cpu" or not (torch.cuda.is_available() or accelerator == "mps")):
+        # Lightning runs it as bf16-mixed with a warning, and the run's records would say 16-mixed
+        raise UserError("--precision 16-mixed (float16) needs a GPU; on the CPU use --precision bf16-mixed")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"--accelerator {accelerator} but torch sees no GPU on this machine; use --accelerator cpu or auto")
     if accelerator == "mps" and not torch.backends.mps.is_available():
@@ -201,7 +204,7 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         raise UserError(f"{root} is being run by {owner_state(owner)[1]}; wait for it to finish or stop it, then --resume {root}")
     try:
         quiet_libraries()
-        _check_accelerator(config.get("accelerator", "auto"))  # before the data: preprocessing can take minutes
+        _check_accelerator(config.get("accelerator", "auto"), str(config.get("precision", "32-true")))  # before the data: preprocessing can take minutes
         from datamodules.datamodule import ScRCLDataModule
 
         datamodule = ScRCLDataModule.from_config(config, adata)

@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def _existing_file(path: Path) -> None:
     if not path.exists():
         raise UserError(f"{path} does not exist")
-    if not path.is_file():
+    if path.is_dir():  # a pipe (--pred <(cut ...)) is read as a file
         raise UserError(f"{path} is a directory; give the file")
 
 
@@ -48,8 +48,10 @@ def read_predictions(path: Path, key: str | None = None) -> np.ndarray:
             content = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
         except Exception as err:
             raise UserError(f"cannot read {path} as a MATLAB file ({err})")
+        if not content:
+            raise UserError(f"{path} holds no variables; --pred takes a .mat file with the predicted labels")
         if key is None and len(content) != 1:  # e.g. one prediction per seed: which one is the user's to say
-            raise UserError(f"{path} holds {len(content)} predictions (keys: {', '.join(content) or 'none'}); "
+            raise UserError(f"{path} holds {len(content)} predictions (keys: {', '.join(content)}); "
                             "name one with --pred-key")
         key = next(iter(content)) if key is None else key
         if key not in content:

@@ -315,10 +315,12 @@ def call_worker(kind: str, n: int, args, work: Path, **options) -> dict | None:
     t0 = time.perf_counter()
     print(f"[scaling] {kind} N={n} {options or ''} ...", file=sys.stderr, flush=True)
     LOAD.append(os.getloadavg()[0])
-    code = run_child(command, env=env, cwd=ROOT).returncode  # a SIGTERM to the driver stops its worker too
-    if code in (-signal.SIGTERM, 128 + signal.SIGTERM):  # the driver was stopped: so is the benchmark
-        print(f"interrupted (SIGTERM) during {kind} N={n}; run the same command again", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGTERM)
+    done = run_child(command, env=env, cwd=ROOT)  # a SIGTERM to the driver stops its worker too
+    code = done.returncode
+    if done.stopped_by is not None:  # SIGTERM or Ctrl-C: the benchmark stops, not just this worker
+        print(f"interrupted ({signal.Signals(done.stopped_by).name}) during {kind} N={n}; run the same command again",
+              file=sys.stderr)
+        raise SystemExit(128 + done.stopped_by)
     LOAD.append(os.getloadavg()[0])
     if code != 0 or not result.exists():
         print(f"[scaling] {kind} N={n} {options or ''} failed (exit {code})", file=sys.stderr, flush=True)

@@ -93,10 +93,13 @@ def train(args, dataset: str, schedule: str, seed: int) -> int:
     done = _run_passing_signals_on([sys.executable, str(ROOT / "train.py"), *command])
     print(f"{dataset} {schedule} seed {seed}: exit {done.returncode} in {time.perf_counter() - t0:.0f} s; "
           f"{(done.stdout.strip().splitlines() or [''])[-1]}", flush=True)
-    if done.returncode in (130, 143):  # the run was stopped by our signal: so is the study
-        print(f"interrupted ({'SIGINT' if done.returncode == 130 else 'SIGTERM'}) during {dataset} {schedule} seed {seed}; "
-              "run the same command again to continue (that run resumes from its checkpoint)", file=sys.stderr)
-        raise SystemExit(done.returncode)
+    stopped_by = getattr(done, "stopped_by", None)
+    if stopped_by is not None:  # the study was signalled, and so was its run: both stop
+        import signal
+
+        print(f"interrupted ({signal.Signals(stopped_by).name}) during {dataset} {schedule} seed {seed}; run the same "
+              "command again to continue (that run resumes from its checkpoint, if it made one)", file=sys.stderr)
+        raise SystemExit(128 + stopped_by)
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode

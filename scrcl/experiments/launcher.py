@@ -138,6 +138,8 @@ def dataset_label(args: Sequence[str]) -> str:
 def differing_settings(run_dir: Path, expected: dict) -> list[str]:
     """Config keys whose value in ``run_dir/config.yaml`` differs from ``expected`` (bookkeeping keys aside)."""
     old = read_config_file(run_dir / "config.yaml", "the run's config")
+    if isinstance(old.get("data"), str):  # a run made before paths were recorded absolute: as this batch resolves it
+        old["data"] = os.path.abspath(os.path.expanduser(old["data"]))
     want = yaml.safe_load(yaml.safe_dump(expected))  # the same normal form as the file (lists, floats)
     defaults, ignored = run_defaults(), bookkeeping_keys()
     return [f"{k}: {old.get(k, defaults.get(k))!r} there, {want[k]!r} now" for k in sorted(want)
@@ -213,6 +215,7 @@ def run_pool(items: Sequence, slots: Sequence[Slot], work: Callable) -> list:
 
     As many threads as slots; a thread takes a free slot, runs one item and puts the slot back, so no
     two items ever hold the same slot. Returns the results in item order."""
+    _STOPPING.clear()  # a new batch (an earlier one in this process may have been stopped)
     free: queue.SimpleQueue = queue.SimpleQueue()
     for index in range(len(slots)):
         free.put(index)
@@ -237,6 +240,7 @@ def run_pool(items: Sequence, slots: Sequence[Slot], work: Callable) -> list:
 
 _RUNNING: set = set()
 _RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set by stop_running: a trial not started yet never starts
 
 
 class Stopped(BaseException):
@@ -257,6 +261,7 @@ def stop_running() -> None:
     """Terminate the trial processes still running (on Ctrl-C or SIGTERM): each one ends after its current epoch with
     a checkpoint (train.py's own handling of SIGTERM), and the pool waits for them."""
     with _RUNNING_LOCK:
+        _STOPPING.set()
         for proc in list(_RUNNING):
             proc.terminate()
 
@@ -268,12 +273,15 @@ def execute(cmd: list[str], env: dict, log_path: Path) -> int:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES', '(unset)')}\n"
                   f"$ {shlex.join(cmd)}\n")
         log.flush()
-        try:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        except OSError as err:
-            log.write(f"cannot start: {err}\n")
-            return 127
-        with _RUNNING_LOCK:
+        with _RUNNING_LOCK:  # started and registered at once: a stop either sees it or comes before it
+            if _STOPPING.is_set():
+                log.write("not started: the launcher is stopping\n")
+                return 143
+            try:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            except OSError as err:
+                log.write(f"cannot start: {err}\n")
+                return 127
             _RUNNING.add(proc)
         try:
             return proc.wait()
@@ -286,21 +294,32 @@ def run_child(command: list[str], **popen) -> subprocess.CompletedProcess:
     """``subprocess.run`` for a study's or a benchmark's child process that a SIGTERM to this process stops too
     (``terminate``: a train.py run ends after its epoch with a checkpoint). With Python's default action the parent
     died at once and its child ran on, orphaned. Ctrl-C reaches the child by itself (the terminal signals the whole
-    process group), and the parent waits for it; the child's exit status says what happened."""
+    process group), and the parent waits for it. The result's ``stopped_by`` is the signal this process got meanwhile
+    (None if none): the caller should stop as well, whatever the child's exit status."""
     import signal
 
+    received: list[int] = []
+
+    def on_sigterm(signum, frame):
+        received.append(signum)
+        proc.terminate()
+
     proc = subprocess.Popen(command, **popen)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         while True:
             try:
                 stdout, stderr = proc.communicate()
                 break
             except KeyboardInterrupt:
-                continue
+                received.append(signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    done = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    # the signal this process got while the child ran (the child may have died of it before it could say so itself,
+    # e.g. during its imports): the caller stops too
+    done.stopped_by = received[0] if received else None
+    return done
 
 
 def last_line(path: Path) -> str:
@@ -548,17 +567,20 @@ def entry_point(main: Callable[[list[str] | None], int], argv: list[str] | None 
     import signal
 
     previous = signal.signal(signal.SIGTERM, _stop_on_signal)
+    stopping = False
     try:
         return run_entry(main, argv)
     except (KeyboardInterrupt, Stopped) as err:
+        stopping = True  # from here to the exit (the pool's threads are joined then) a further SIGTERM is ignored:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the trials are stopping anyway, and their locks must go
         signum = err.signum if isinstance(err, Stopped) else signal.SIGINT
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM while the trials stop: they stop anyway
         stop_running()
         print(f"interrupted ({signal.Signals(signum).name}); run the same command again to resume (finished trials are "
-              "skipped, stopped ones continue from their checkpoint)", file=sys.stderr)
+              "skipped, a stopped one continues from its checkpoint if it made one)", file=sys.stderr)
         return 128 + signum
     except BrokenPipeError:  # e.g. `--dry-run | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not stopping:
+            signal.signal(signal.SIGTERM, previous)

@@ -359,8 +359,9 @@ class TrainClock(L.Callback):
     before it, so a run killed and resumed reports the training time of the epochs it is made of (the
     epochs redone after the kill are not counted twice). ``started_at`` is the wall-clock time (Unix seconds) at which
     this process's training began, so a launcher can time the start-up before it. ``epoch_seconds``: each epoch this
-    process trained, in order, from the epoch's start to this callback's end-of-epoch hook (what the callbacks before it
-    do is included: the averaged weights' update, and an evaluation where the epoch has one); not kept across a resume."""
+    process trained, in order, from its start to the next epoch's start (the last one: to the end of training), so
+    everything the Trainer does in an epoch counts (the step, every callback and the logging; an evaluation where the
+    epoch has one); not kept across a resume."""
 
     def __init__(self):
         self.before = 0.0
@@ -380,15 +381,16 @@ class TrainClock(L.Callback):
         self._start, self._stop = time.perf_counter(), None
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
+        now = time.perf_counter()
         if self._epoch_start is not None:
-            self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
-            self._epoch_start = None
+            self.epoch_seconds.append(now - self._epoch_start)
+        self._epoch_start = now
 
     def on_train_end(self, trainer, pl_module):
         self._stop = time.perf_counter()
+        if self._epoch_start is not None:
+            self.epoch_seconds.append(self._stop - self._epoch_start)
+            self._epoch_start = None
 
     def state_dict(self):
         return {"seconds": self.seconds()}

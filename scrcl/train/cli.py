@@ -115,13 +115,18 @@ def _train(args) -> int:
         if not read_config_file(config_path, "the run's config"):
             raise UserError(f"{config_path} holds no settings: that run stopped before its data were loaded, so there is "
                             "nothing to resume; delete the directory and start the run again")
-        # how it runs, not what it computes; the seeds and where the run lives are what --resume names, so they stay
-        kept = bookkeeping_keys() - {"seeds", "output", "run_name"}
+        kept = bookkeeping_keys() - {"seeds"}  # how it runs, not what it computes; the seeds are what the run holds
         stored = resolve_config(config_file=config_path)
         given = {k: v for k, v in overrides.items() if v is not None and k not in kept}
         asked = resolve_config(config_file=config_path, overrides=given)
         # a flag repeating the run's own value is fine (a requeued batch job runs its command line again)
         changed = [f"--{'no-' if asked.get(k) is False else ''}{k.replace('_', '-')}" for k in given if asked.get(k) != stored.get(k)]
+        # --output / --run-name are fine where they name the run being resumed, however spelled (runs/, ./runs)
+        if overrides.get("output") is not None and (os.path.realpath(os.path.expanduser(overrides["output"]))
+                                                    != os.path.realpath(os.path.dirname(run_dir))):
+            changed.append("--output")
+        if overrides.get("run_name") is not None and overrides["run_name"] != os.path.basename(run_dir):
+            changed.append("--run-name")
         if args.config:
             changed.append("--config")
         if changed:  # these were silently ignored: the run continued with its own settings
@@ -137,9 +142,6 @@ def _train(args) -> int:
             if not (named.get("dataset") or named.get("data")):  # --config may name them
                 overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
         config = resolve_config(config_file=args.config, overrides=overrides)
-        for key in ("data", "data_dir"):  # recorded absolute: a resume or --analyses from another directory finds them
-            if config.get(key):
-                config[key] = os.path.abspath(os.path.expanduser(config[key]))
         if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
             from datamodules.loading import spatial_note
 

@@ -11,6 +11,7 @@ made from it, so a new key is one ``Key(...)`` line (and, if a generic config se
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,9 @@ def resolve_config(*, dataset: str | None = None, task: str | None = None, confi
     config = {**run_defaults(), **generic_config(task), **ds_layer, **file_layer, **overrides}
     config["task"] = task
     config["dataset"] = dataset
+    for key in ("data", "data_dir"):  # absolute: a run resumed, re-scored or compared from another folder finds them
+        if isinstance(config.get(key), str) and config[key]:
+            config[key] = os.path.abspath(os.path.expanduser(config[key]))
     unknown = sorted(set(config) - {k.name for k in KEYS})
     if unknown:
         raise UserError(f"unknown config key(s): {', '.join(unknown)}; python train.py --help lists the keys (as flags)")

@@ -173,13 +173,14 @@ def _undo(made: Path, keep_folder: bool) -> None:
 def _check_accelerator(accelerator: str, precision: str = "32-true") -> None:
     import torch
 
-    if precision == "16-mixed" and (accelerator == "cpu" or not (torch.cuda.is_available() or accelerator == "mps")):
-        # Lightning runs it as bf16-mixed with a warning, and the run's records would say 16-mixed
-        raise UserError("--precision 16-mixed (float16) needs a GPU; on the CPU use --precision bf16-mixed")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise UserError(f"--accelerator {accelerator} but torch sees no GPU on this machine; use --accelerator cpu or auto")
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise UserError("--accelerator mps but torch sees no Apple GPU on this machine; use --accelerator cpu or auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available()))
+    if precision == "16-mixed" and on_cpu:
+        # Lightning runs it as bf16-mixed with a warning, and the run's records would say 16-mixed
+        raise UserError("--precision 16-mixed (float16) needs a GPU; on the CPU use --precision bf16-mixed")
 
 
 def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) -> dict:

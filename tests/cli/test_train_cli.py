@@ -245,3 +245,11 @@ def test_resume_refuses_flags_that_would_change_the_run(tmp_path):
             "(start a new run for other settings)"]
         assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
         assert (run_dir / "config.yaml").read_text() == "dataset: pbmc68k\nepochs: 2\n"
+    # a requeued job repeats its command line: the same --data (relative, recorded absolute), --output however spelled
+    # and --run-name pass the check (--accelerator gpu then stops it, as this machine's torch sees no GPU)
+    (tmp_path / "mine.h5ad").write_bytes(b"")
+    (run_dir / "config.yaml").write_text(f"data: {tmp_path / 'mine.h5ad'}\nepochs: 2\nrun_name: r\noutput: {tmp_path}\n")
+    for output in (".", "./", str(tmp_path)):
+        proc = run(["--resume", run_dir, "--data", "mine.h5ad", "--output", output, "--run-name", "r", "--accelerator", "gpu"],
+                   tmp_path, check=False, env={"CUDA_VISIBLE_DEVICES": ""})
+        assert proc.returncode == 2 and "cannot change them" not in proc.stderr and "sees no GPU" in proc.stderr, proc.stderr

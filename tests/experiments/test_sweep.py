@@ -479,6 +479,7 @@ def test_a_sweep_launches_real_trials_and_tabulates_what_they_wrote(tmp_path, da
         assert f"| {hvg} | 1/1 | {hvg} | {metrics['acc']:.4f} |" in table
 
 
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="finds a leftover process through /proc (Linux)")
 def test_sigterm_stops_the_running_trial_with_the_launcher(tmp_path, data_dir):
     """``kill`` / ``timeout`` / a batch system send the launcher SIGTERM: it stops its running trial (which ends after
     its epoch with a checkpoint) and exits 143. Before, the launcher died at once and its trial trained on, orphaned."""
@@ -541,3 +542,19 @@ def test_hvg_sweep_end_to_end_and_a_second_call_runs_nothing(tmp_path, data_dir)
     assert second.returncode == 0, second.stderr
     assert "0 ran, 5 skipped" in second.stdout and "started" not in second.stdout
     assert stamps == {h: (out / f"hvg={h}_seed=5" / "metrics.json").stat().st_mtime for h in metrics}
+
+
+def test_a_relative_data_path_is_the_same_setting_written_either_way(tmp_path, monkeypatch):
+    """Runs record --data absolute; a batch repeated with the same relative --data (to skip finished trials or resume
+    stopped ones) must find them, and so must a run recorded before paths were made absolute."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.h5ad").write_bytes(b"")
+    expected = launcher.trial_config(["--data", "mine.h5ad", "--n-clusters", "3"])
+    assert expected["data"] == str(tmp_path / "mine.h5ad")
+    for recorded in (str(tmp_path / "mine.h5ad"), "mine.h5ad", "./mine.h5ad"):
+        run_dir = tmp_path / "run"
+        run_dir.mkdir(exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({**expected, "data": recorded}))
+        assert launcher.differing_settings(run_dir, expected) == []
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**expected, "data": "other.h5ad"}))
+    assert [d.split(":")[0] for d in launcher.differing_settings(run_dir, expected)] == ["data"]

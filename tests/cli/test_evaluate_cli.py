@@ -78,7 +78,7 @@ def test_aggregate_never_averages_runs_with_other_settings(tmp_path):
     ], proc.stdout
 
 
-def test_wrong_files_and_flags_of_another_task_are_one_line(tmp_path, data_dir):
+def test_wrong_files_and_flags_of_another_task_are_one_line(tmp_path):
     """Each of these ended in a traceback (a binary or empty file, a folder, an empty label table, a --table that
     cannot be written) or was silently ignored (flags of another of evaluate.py's tasks; a .mat file of five seeds'
     predictions scored its alphabetically first key, seed 15)."""
@@ -88,7 +88,10 @@ def test_wrong_files_and_flags_of_another_task_are_one_line(tmp_path, data_dir):
     (tmp_path / "p.txt").write_text("a\nb\n")
     (tmp_path / "labels.csv").write_text("")
     (tmp_path / "run").mkdir()
-    five_seeds = data_dir / "reference_outputs/scRCL/SC/pred_label_dict_Zeisel.mat"
+    from scipy.io import savemat
+
+    five_seeds = tmp_path / "five_seeds.mat"  # as the reference's SC outputs: one prediction per seed
+    savemat(five_seeds, {str(seed): np.arange(6) % 3 for seed in (5, 15, 25, 35, 45)})
     labels = ["--labels", "labels.csv", "--label-key", "ct"]
     cases = [
         (["--pred", "binary.txt", *labels], "binary.txt is not a text file"),
@@ -102,11 +105,12 @@ def test_wrong_files_and_flags_of_another_task_are_one_line(tmp_path, data_dir):
         (["run", "--pred", "p.txt", *labels], "--pred scores a predictions file"),
         (["--aggregate", "run", "--analyses"], "--aggregate tabulates run directories"),
         (["run", "--dataset", "pbmc10x"], "--dataset goes with --pred"),
-        (["--pred", five_seeds, "--dataset", "zeisel"], "holds 5 predictions (keys: 5, 15, 25, 35, 45); name one with --pred-key"),
+        (["--pred", five_seeds, *labels], "holds 5 predictions (keys: 5, 15, 25, 35, 45); name one with --pred-key"),
     ]
     for args, message in cases:
         proc = evaluate(*args, cwd=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr[-1500:])
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, lines)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["binary.txt", "empty.txt", "folder", "labels.csv", "p.txt", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["binary.txt", "empty.txt", "five_seeds.mat", "folder", "labels.csv",
+                                                           "p.txt", "run"]

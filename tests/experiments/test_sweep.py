@@ -23,6 +23,7 @@ import yaml
 from scrcl.experiments import launcher
 from scrcl.experiments import sweep
 from scrcl.errors import UserError
+from tests.stopping import sigterm_while_training
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEPS = ROOT / "configs" / "sweeps"
@@ -483,8 +484,6 @@ def test_a_sweep_launches_real_trials_and_tabulates_what_they_wrote(tmp_path, da
 def test_sigterm_stops_the_running_trial_with_the_launcher(tmp_path, data_dir):
     """``kill`` / ``timeout`` / a batch system send the launcher SIGTERM: it stops its running trial (which ends after
     its epoch with a checkpoint) and exits 143. Before, the launcher died at once and its trial trained on, orphaned."""
-    import signal
-
     spec = yaml.safe_load((SWEEPS / "hvg.yaml").read_text())
     spec["parameters"]["hvg"] = {"values": [500]}
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(spec))
@@ -495,32 +494,13 @@ def test_sigterm_stops_the_running_trial_with_the_launcher(tmp_path, data_dir):
                              "--workers", "1", "--data-dir", str(data_dir), "--output", str(out)],
                             cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (log.exists() and "epoch 1/100000:" in log.read_text()):  # the trial is training
-            assert proc.poll() is None and time.monotonic() < deadline, "the trial did not start training"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        time.sleep(1)
-        running = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and str(out).encode() in _cmdline(p)]
-        for pid in running:  # a trial that outlived its launcher would train on for 100000 epochs
-            os.kill(pid, signal.SIGKILL)
+    stderr, running = sigterm_while_training(proc, lambda: log.exists() and "epoch 1/100000:" in log.read_text(), str(out),
+                                             "trial")
     assert proc.returncode == 143, stderr[-2000:]
     assert not running, "a trial outlived its launcher"
     assert stderr.strip().splitlines()[-1].startswith("interrupted (SIGTERM); run the same command again to resume")
     assert "interrupted (SIGTERM) at epoch" in log.read_text()  # the trial's own line: it stopped after an epoch
     assert (out / "seed=5" / "checkpoints" / "last.ckpt").exists()
-
-
-def _cmdline(proc_dir: Path) -> bytes:
-    try:
-        return (proc_dir / "cmdline").read_bytes()
-    except OSError:  # the process ended meanwhile, or is not ours to read
-        return b""
 
 
 @pytest.mark.slow

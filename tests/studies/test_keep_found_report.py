@@ -11,6 +11,7 @@ import pytest
 
 from scrcl.errors import run_entry
 from studies import keep_found
+from tests.stopping import sigterm_while_training
 
 
 def write_run(root, schedule: str, seed: int, rows: list[dict]) -> None:
@@ -246,9 +247,7 @@ def test_sigterm_stops_the_study_and_its_run(tmp_path, data_dir):
     """A SIGTERM to the study (kill, timeout, a batch system) stops its running train.py too, which keeps a checkpoint;
     the study exits 143 with one line. Before, the study died at once and its run trained on, orphaned."""
     import os
-    import signal
     import subprocess
-    import time
     from pathlib import Path
 
     root = Path(keep_found.__file__).resolve().parents[1]
@@ -259,29 +258,10 @@ def test_sigterm_stops_the_study_and_its_run(tmp_path, data_dir):
                             cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
                                                "SCRCL_DATA_DIR": str(data_dir)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    mine = lambda: [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, str(runs))]
-    try:
-        deadline = time.monotonic() + 240
-        while not list(runs.glob("**/history.csv")) and not list(runs.glob("**/csv/**/metrics.csv")):  # training
-            assert proc.poll() is None and time.monotonic() < deadline, "the run did not start training"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        time.sleep(1)
-        left = mine()
-        for pid in left:  # a run that outlived the study would train on for 100000 epochs
-            os.kill(pid, signal.SIGKILL)
+    stderr, left = sigterm_while_training(
+        proc, lambda: bool(list(runs.glob("**/history.csv")) or list(runs.glob("**/csv/**/metrics.csv"))), str(runs), "run")
     assert proc.returncode == 143, stderr[-2000:]
     assert not left, "a run outlived its study"
     assert stderr.strip().splitlines()[-1].startswith("interrupted (SIGTERM) during pollen constant seed 5; run the same command")
     assert list(runs.glob("**/checkpoints/last.ckpt"))
 
-
-def _cmdline_has(proc_dir, text: str) -> bool:
-    try:
-        return text.encode() in (proc_dir / "cmdline").read_bytes()
-    except OSError:
-        return False

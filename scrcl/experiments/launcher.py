@@ -138,8 +138,9 @@ def dataset_label(args: Sequence[str]) -> str:
 def differing_settings(run_dir: Path, expected: dict) -> list[str]:
     """Config keys whose value in ``run_dir/config.yaml`` differs from ``expected`` (bookkeeping keys aside)."""
     old = read_config_file(run_dir / "config.yaml", "the run's config")
-    if isinstance(old.get("data"), str):  # a run made before paths were recorded absolute: as this batch resolves it
-        old["data"] = os.path.abspath(os.path.expanduser(old["data"]))
+    if isinstance(old.get("data"), str):  # a run recorded relative (before paths were made absolute) or portable
+        # (benchmarks/records.py writes $SCRCL_DATA_DIR/...): read as this batch resolves its own
+        old["data"] = os.path.abspath(os.path.expanduser(os.path.expandvars(old["data"])))
     want = yaml.safe_load(yaml.safe_dump(expected))  # the same normal form as the file (lists, floats)
     defaults, ignored = run_defaults(), bookkeeping_keys()
     return [f"{k}: {old.get(k, defaults.get(k))!r} there, {want[k]!r} now" for k in sorted(want)

@@ -100,6 +100,7 @@ class ScRCLDataModule(L.LightningDataModule):
         cell_neighbours: str = "scanpy",
         cache: bool = True,
         progress: bool = True,
+        radius: int = 0,
         **_ignored,
     ):
         super().__init__()
@@ -116,6 +117,7 @@ class ScRCLDataModule(L.LightningDataModule):
             self.params["cell_neighbours"] = cell_neighbours
         self.tms = tuple(int(t) for t in tms)
         self.use_cache = cache and adata is None
+        self.radius = int(radius or 0)  # the spatial vote's (evaluation, not input: no part of the cache key)
         self.progress = progress
         self.batch = None
         self.prepared = None  # the preprocessed AnnData (HVGs), for results and analyses
@@ -142,6 +144,7 @@ class ScRCLDataModule(L.LightningDataModule):
             cell_neighbours=config.get("cell_neighbours", "scanpy"),
             cache=config.get("cache", True),
             progress=config.get("progress", True),
+            radius=config.get("radius", 0),
         )
 
     # -- building ---------------------------------------------------------------------------------
@@ -308,10 +311,20 @@ class ScRCLDataModule(L.LightningDataModule):
         if info.get("hvg_requested", info["hvg"]) > info["hvg"]:
             notes.append(f"hvg = {info['hvg_requested']} asked for, but the data have {info['hvg']} expressed genes: all of them are used")
         pcs = self.params.get("graph_pcs")
-        most = min(self.n_cells, self.n_genes) - 1
-        if self.task == "sc" and pcs and pcs > most:
-            notes.append(f"graph_pcs = {pcs} asked for, but the data allow {most} principal components: the cell graph uses {most}")
+        if self.task == "sc" and pcs and pcs > self._graph_pcs_used:
+            notes.append(f"graph_pcs = {pcs} asked for, but the data allow {self._graph_pcs_used} principal components: "
+                         f"the cell graph uses {self._graph_pcs_used}")
+        if self.task == "st" and self.radius > self.n_cells / self.n_clusters:  # no labels: the sizes asked for
+            notes.append(f"the spatial vote relabels each spot by its {self.radius} nearest spots (radius), more than a "
+                         f"domain holds on average here ({self.n_cells} spots / {self.n_clusters} clusters = "
+                         f"{self.n_cells / self.n_clusters:.0f}): it can merge domains into one; a smaller --radius keeps "
+                         "them (--radius 0: no vote)")
         return notes
+
+    @property
+    def _graph_pcs_used(self) -> int:
+        """The principal components the cell graph is built on: those asked for, at most what the data allow."""
+        return min(self.params.get("graph_pcs") or 0, min(self.n_cells, self.n_genes) - 1)
 
     def summary(self) -> str:
         b = self.batch
@@ -320,8 +333,7 @@ class ScRCLDataModule(L.LightningDataModule):
             f"{self.provenance['dataset']} ({self.task}): {self.n_cells} cells x {self.n_genes} genes",
             f"input={info['input_used']}" + (" (already normalised)" if info["already_normalised"] else ""),
             f"cell graph {b.cell_graph.values().numel()} edges (k={self.params['k']}"
-            + (f", on PCA-{min(self.params['graph_pcs'], min(self.n_cells, self.n_genes) - 1)}"  # as many as the data allow
-               if self.task == "sc" and self.params.get("graph_pcs") else "") + ")",
+            + (f", on PCA-{self._graph_pcs_used}" if self.task == "sc" and self.params.get("graph_pcs") else "") + ")",
             f"gene graph {int(b.gene_filter.values().numel()) - self.n_genes} edges",
             f"tms={list(self.tms)}",
             f"clusters={self.n_clusters}",

@@ -35,6 +35,7 @@ import numpy as np
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.eval.metrics import mean_std_text
+from scrcl.experiments.launcher import run_child
 from scrcl.experiments.tables import code_version, machine
 from scrcl.train.config import parse_seeds
 
@@ -90,26 +91,21 @@ def train(args, dataset: str, schedule: str, seed: int) -> int:
                    "--no-progress", "--output", str(target.parent), "--run-name", target.name,
                    *(["--epochs", str(args.epochs)] if args.epochs else [])]
     t0 = time.perf_counter()
-    done = _run_passing_signals_on([sys.executable, str(ROOT / "train.py"), *command])
+    # a SIGTERM to the study stops the run too (scrcl.experiments.launcher.run_child)
+    done = run_child([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
     print(f"{dataset} {schedule} seed {seed}: exit {done.returncode} in {time.perf_counter() - t0:.0f} s; "
           f"{(done.stdout.strip().splitlines() or [''])[-1]}", flush=True)
-    stopped_by = getattr(done, "stopped_by", None)
-    if stopped_by is not None:  # the study was signalled, and so was its run: both stop
+    if done.stopped_by is not None:  # the study was signalled, and so was its run: both stop
         import signal
 
-        print(f"interrupted ({signal.Signals(stopped_by).name}) during {dataset} {schedule} seed {seed}; run the same "
+        print(f"interrupted ({signal.Signals(done.stopped_by).name}) during {dataset} {schedule} seed {seed}; run the same "
               "command again to continue (that run resumes from its checkpoint, if it made one)", file=sys.stderr)
-        raise SystemExit(128 + stopped_by)
+        raise SystemExit(128 + done.stopped_by)
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode
 
-
-def _run_passing_signals_on(command: list[str]) -> subprocess.CompletedProcess:
-    """train.py's run, stopped with the study (see :func:`scrcl.experiments.launcher.run_child`)."""
-    from scrcl.experiments.launcher import run_child
-
-    return run_child(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def pick(history, weights: str, report: str) -> dict:

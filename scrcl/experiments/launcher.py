@@ -36,7 +36,8 @@ import numpy as np
 import yaml
 
 from scrcl.train import rundir
-from scrcl.train.config import bookkeeping_keys, key as config_key, read_config_file, resolve_config, run_defaults
+from scrcl.train.config import (absolute_path, bookkeeping_keys, key as config_key, read_config_file, resolve_config,
+                                run_defaults)
 from scrcl.errors import UserError, nearest_existing, run_entry
 from scrcl.eval.metrics import SCORES, mean_std_text as _cell_text, paired_difference_text
 
@@ -139,8 +140,7 @@ def differing_settings(run_dir: Path, expected: dict) -> list[str]:
     """Config keys whose value in ``run_dir/config.yaml`` differs from ``expected`` (bookkeeping keys aside)."""
     old = read_config_file(run_dir / "config.yaml", "the run's config")
     if isinstance(old.get("data"), str):  # a run recorded relative (before paths were made absolute) or portable
-        # (benchmarks/records.py writes $SCRCL_DATA_DIR/...): read as this batch resolves its own
-        old["data"] = os.path.abspath(os.path.expanduser(os.path.expandvars(old["data"])))
+        old["data"] = absolute_path(old["data"])  # ($SCRCL_DATA_DIR/...): read as this batch resolves its own
     want = yaml.safe_load(yaml.safe_dump(expected))  # the same normal form as the file (lists, floats)
     defaults, ignored = run_defaults(), bookkeeping_keys()
     return [f"{k}: {old.get(k, defaults.get(k))!r} there, {want[k]!r} now" for k in sorted(want)

@@ -205,6 +205,12 @@ def dataset_config(name: str) -> dict:
     return read_config_file(path) if path.exists() else {}
 
 
+def absolute_path(text: str) -> str:
+    """A data path as runs record it: ``~`` and ``$VARIABLES`` (``$SCRCL_DATA_DIR``, as benchmarks/records.py saves
+    paths in the data directory) expanded, made absolute from the current folder."""
+    return os.path.abspath(os.path.expanduser(os.path.expandvars(text)))
+
+
 def resolve_config(*, dataset: str | None = None, task: str | None = None, config_file: str | None = None, overrides: dict | None = None) -> dict:
     """Merge the layers in order and check every value; returns a new flat dict with every key."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -225,7 +231,7 @@ def resolve_config(*, dataset: str | None = None, task: str | None = None, confi
     config["dataset"] = dataset
     for key in ("data", "data_dir"):  # absolute: a run resumed, re-scored or compared from another folder finds them
         if isinstance(config.get(key), str) and config[key]:
-            config[key] = os.path.abspath(os.path.expanduser(config[key]))
+            config[key] = absolute_path(config[key])
     unknown = sorted(set(config) - {k.name for k in KEYS})
     if unknown:
         raise UserError(f"unknown config key(s): {', '.join(unknown)}; python train.py --help lists the keys (as flags)")

@@ -213,12 +213,6 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         log(datamodule.summary())
         for note in datamodule.notes():
             log(f"note: {note}")
-        radius = config.get("radius", 0) if datamodule.task == "st" else 0
-        if radius and radius > datamodule.n_cells / datamodule.n_clusters:  # no labels: the sizes asked for
-            log(f"note: the spatial vote relabels each spot by its {radius} nearest spots (radius), more than a domain "
-                f"holds on average here ({datamodule.n_cells} spots / {datamodule.n_clusters} clusters = "
-                f"{datamodule.n_cells / datamodule.n_clusters:.0f}): it can merge domains into one; a smaller --radius "
-                "keeps them (--radius 0: no vote)")
         atomic_write_text(root / "config.yaml", yaml.safe_dump({k: v for k, v in config.items() if k != "resume"}, sort_keys=True))
         all_metrics = _run_seeds(config, datamodule, seeds, root, resume_dir, log)
     except (Interrupted, KeyboardInterrupt) as err:  # a signal: resumable if a checkpoint exists, else nothing kept

@@ -191,16 +191,16 @@ def test_config_generic_runs_the_local_h5ad_as_a_users_own_file(tmp_path, monkey
     monkeypatch.setenv("SCRCL_DATA_DIR", str(data_dir))
 
     class Done:
-        returncode, stdout, stderr = 0, "", ""
+        returncode, stdout, stderr, stopped_by = 0, "", "", None
 
     monkeypatch.setattr(keep_found, "ROOT", tmp_path)
 
-    def fake_run(command):  # train.py's run, as the study starts it
+    def fake_run(command, **popen):  # train.py's run, as the study starts it
         assert str(tmp_path / "train.py") in command
         calls.append(command)
         return Done()
 
-    monkeypatch.setattr(keep_found, "_run_passing_signals_on", fake_run)
+    monkeypatch.setattr(keep_found, "run_child", fake_run)
     assert keep_found.main(["--config", "generic", "--datasets", "dlpfc_151673", "--seeds", "5", "--schedules", "cosine",
                             "--precision", "32-true"]) == 0
     (command,) = calls

@@ -130,13 +130,30 @@ def _read_cellblast_h5(path: Path) -> "AnnData":
     return adata
 
 
+POSITION_COLUMNS = ("barcode", "in_tissue", "array_row", "array_col", "pxl_row", "pxl_col")
+
+
 def _read_positions(path: Path) -> pd.DataFrame:
-    """10x positions: with or without a header; indexed by barcode; pixel columns as floats."""
-    first = path.read_text().splitlines()[0]
-    header = 0 if first.lower().startswith("barcode") else None
-    table = pd.read_csv(path, header=header)
-    table = table.iloc[:, :6]
-    table.columns = ["barcode", "in_tissue", "array_row", "array_col", "pxl_row", "pxl_col"]
+    """10x positions: with or without a header; indexed by barcode; pixel columns as floats. Anything else (empty,
+    too few columns, another separator, text where a number belongs) is a UserError naming the file."""
+    expected = f"expected Space Ranger's comma-separated {', '.join(POSITION_COLUMNS)}"
+    try:
+        first = next(iter(path.read_text().splitlines()), "")
+        if not first.strip():
+            raise UserError(f"{path} is empty (or starts with an empty line); {expected}")
+        table = pd.read_csv(path, header=0 if first.lower().startswith("barcode") else None)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"cannot read {path} as a positions table ({_first_line(err)}); {expected}")
+    if table.shape[1] < len(POSITION_COLUMNS) or table.empty:
+        raise UserError(f"{path} has {len(table)} rows of {table.shape[1]} column(s); {expected}")
+    table = table.iloc[:, : len(POSITION_COLUMNS)]
+    table.columns = list(POSITION_COLUMNS)
+    for col in POSITION_COLUMNS[1:]:
+        numbers = pd.to_numeric(table[col], errors="coerce")
+        if numbers.isna().any():
+            bad = table[col][numbers.isna()].iloc[0]
+            raise UserError(f"{path}: column {col} holds {bad!r}, not a number; {expected}")
+        table[col] = numbers
     return table.set_index("barcode")
 
 
@@ -173,10 +190,19 @@ def read_visium(
             candidates = [path / "spatial" / n for n in ("tissue_positions_list.csv", "tissue_positions.csv", "tissue_positions_list.txt")]
             positions = next((c for c in candidates if c.exists()), None)
             if positions is None and not (path / "spatial").is_dir() and not Path(counts).exists():
+                hint = f"; Space Ranger writes them in {path / 'outs'}, pass that" if (path / "outs").is_dir() else ""
                 raise UserError(f"{path} is a folder but not a Space Ranger output (no filtered_feature_bc_matrix.h5, no "
-                                "spatial/); --data takes an .h5ad, an .h5 or a Visium folder")
+                                f"spatial/){hint or '; --data takes an .h5ad, an .h5 or a Visium folder'}")
+            if positions is None and (path / "spatial" / "tissue_positions.parquet").exists():
+                raise UserError(f"{path}/spatial has Space Ranger 3's tissue_positions.parquet, which this reader does not "
+                                "read; write it as tissue_positions.csv next to it (pandas: read_parquet, then to_csv)")
             if positions is None:
                 raise UserError(f"{path}/spatial has no tissue_positions_list.csv or tissue_positions.csv; spatial data needs spot coordinates")
+            if not Path(counts).exists():
+                raw = " (raw_feature_bc_matrix.h5 holds every barcode, off-tissue spots too; the filtered one is needed)" \
+                    if (path / "raw_feature_bc_matrix.h5").exists() else ""
+                raise UserError(f"{path} has no filtered_feature_bc_matrix.h5{raw}; a Visium folder needs Space Ranger's "
+                                "filtered counts beside spatial/")
         if labels is None and (path / "metadata.tsv").exists():
             labels = path / "metadata.tsv"
     try:
@@ -196,6 +222,11 @@ def read_visium(
     adata.obsm["spatial"] = pos[["pxl_col", "pxl_row"]].to_numpy(dtype=np.float64)  # scanpy's (x, y)
     if labels is not None:
         table = _read_label_table(Path(labels), label_format, sample)
+        if not table.index.isin(adata.obs_names).any():
+            raise UserError(f"no barcode of {labels} is one of the section's (e.g. {str(table.index[0])[:40]!r} vs "
+                            f"{adata.obs_names[0]!r}); its first column must hold the barcodes of "
+                            f"{Path(counts).name}, {'tab' if Path(labels).suffix in ('.tsv', '.txt') else 'comma'}-separated"
+                            if len(table) else f"{labels} has no rows")
         table = table.reindex(adata.obs_names)
         for col in table.columns:
             adata.obs[str(col)] = table[col].to_numpy()

@@ -82,6 +82,8 @@ CASES = {
     "negative_seed": Case(["--dataset", "pbmc68k", "--seed", "-1"], ["seeds must be in 0 …", "got -1"]),
     "diverging_lr": Case(["--dataset", "pbmc68k", "--lr", "1e8"], ["training diverged", "NaN or infinite at epoch 1", "lower --lr"]),
     "visium_without_positions": Case(["--data", "{d}/visium_no_positions"], ["spot coordinates"]),
+    "visium_without_counts": Case(["--data", "{d}/visium_no_counts"], ["{d}/visium_no_counts has no filtered_feature_bc_matrix.h5",
+                                                                      "raw_feature_bc_matrix.h5 holds every barcode"]),
     "plain_folder": Case(["--data", "{d}/plain_folder"], ["{d}/plain_folder is a folder but not a Space Ranger output"]),
     "no_genes": Case(["--data", "{d}/no_genes.h5ad", "--label-key", "cell_type"], ["40 cells and 0 genes", "nothing to cluster"]),
     "float16_on_cpu": Case(["--dataset", "pbmc68k", "--precision", "16-mixed", "--accelerator", "cpu"],
@@ -158,6 +160,9 @@ def write_inputs(d: Path) -> None:
         f["exprs"] = np.ones((20, 10), dtype=np.float32)
         f.create_group("obs").create_group("cell_type1")
     (d / "visium_no_positions" / "spatial").mkdir(parents=True)
+    (d / "visium_no_counts" / "spatial").mkdir(parents=True)
+    (d / "visium_no_counts" / "spatial" / "tissue_positions_list.csv").write_text("AAAC-1,1,0,0,7,3\n")
+    (d / "visium_no_counts" / "raw_feature_bc_matrix.h5").write_bytes(b"")
     (d / "plain_folder").mkdir()
     _anndata()[:, :0].copy().write_h5ad(d / "no_genes.h5ad")
 

@@ -167,6 +167,61 @@ def test_visium_positions_of_another_section_are_a_user_error(tmp_path):
         read_visium(folder)
 
 
+def _positions_text(folder) -> str:
+    return (folder / "spatial/tissue_positions_list.csv").read_text()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda text: "", "is empty"),
+    (lambda text: "\n".join(",".join(line.split(",")[:4]) for line in text.splitlines()), "of 4 column(s)"),
+    (lambda text: text.replace(",", "\t"), "of 1 column(s)"),
+    (lambda text: text.replace(",3\n", ",abc\n", 1), "column pxl_col holds 'abc', not a number"),
+    (lambda text: "\x00\xff" * 10, "comma-separated barcode, in_tissue"),
+])
+def test_a_malformed_positions_file_is_one_line_naming_it(tmp_path, edit, message):
+    folder = tmp_path / "section"
+    tiny_visium(folder)
+    positions = folder / "spatial/tissue_positions_list.csv"
+    positions.write_text(edit(_positions_text(folder)))
+    with pytest.raises(UserError, match="comma-separated barcode, in_tissue, array_row") as caught:
+        read_visium(folder)
+    assert message in str(caught.value) and str(positions) in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_visium_folder_without_its_filtered_counts_says_so(tmp_path, raw):
+    folder = tmp_path / "section"
+    tiny_visium(folder)
+    counts = folder / "filtered_feature_bc_matrix.h5"
+    if raw:
+        counts.rename(folder / "raw_feature_bc_matrix.h5")
+    else:
+        counts.unlink()
+    with pytest.raises(UserError, match=r"has no filtered_feature_bc_matrix.h5") as caught:
+        read_visium(folder)
+    assert ("raw_feature_bc_matrix.h5 holds every barcode" in str(caught.value)) == raw
+
+
+def test_a_space_ranger_run_folder_points_to_outs_and_parquet_positions_are_named(tmp_path):
+    tiny_visium(tmp_path / "run" / "outs")
+    with pytest.raises(UserError, match="Space Ranger writes them in .*outs, pass that"):
+        read_visium(tmp_path / "run")
+    folder = tmp_path / "run" / "outs"
+    (folder / "spatial/tissue_positions_list.csv").rename(folder / "spatial/tissue_positions.parquet")
+    with pytest.raises(UserError, match="Space Ranger 3's tissue_positions.parquet"):
+        read_visium(folder)
+
+
+@pytest.mark.parametrize("sep, name", [("\t", "metadata.tsv"), (",", "metadata.tsv")])
+def test_labels_whose_barcodes_match_none_of_the_section_are_one_line(tmp_path, sep, name):
+    folder = tmp_path / "section"
+    _, barcodes, _ = tiny_visium(folder)
+    stripped = [b.removesuffix("-1") for b in barcodes] if sep == "\t" else barcodes  # "," : the whole line is one column
+    pd.DataFrame({"layer_guess": ["L1"] * 6}, index=stripped).to_csv(folder / name, sep=sep)
+    with pytest.raises(UserError, match="no barcode of .*metadata.tsv is one of the section's .*first column must hold"):
+        read_visium(folder)
+
+
 def test_registry_visium_layout_on_real_dlpfc_151673(tmp_path, data_dir):
     """The full-download source of dlpfc_151673 (10x h5 + HumanPilot positions + HumanPilot layer map),
     rebuilt from the real counts, gives the same spots, coordinates and layers as the local h5ad."""

@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = launcher.dataset_label(probe.args)
     out_dir = Path(args.output or Path("runs") / "ablations" / f"{file.stem}-{dataset}").resolve()
     trials = build_trials(variants, args.dataset, seeds, extras, out_dir)
+    if not (args.dry_run or args.report):
+        launcher.check_trials_can_run(trials, slots)
     command = launcher.batch_command("scrcl.experiments.ablate", argv)
     print(f"ablations {file} on {dataset}: {len(variants)} variants × {len(seeds)} seeds in {out_dir}")
     outcome = launcher.run_trials(trials, out_dir, slots, group=out_dir.name, dry_run=args.dry_run, report_only=args.report,

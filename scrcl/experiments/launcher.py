@@ -21,6 +21,7 @@ import argparse
 import functools
 import os
 import queue
+import re
 import shlex
 import shutil
 import subprocess
@@ -174,11 +175,17 @@ def trial_command(trial: Trial, state: str) -> list[str]:
 
 
 # -- where trials run -----------------------------------------------------------------------------
+_GPU_ID = re.compile(r"^(\d+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+)$")  # what CUDA_VISIBLE_DEVICES takes
+
+
 def parse_gpus(text: str) -> list[str]:
     """``0,1,2,3`` (or GPU UUIDs) -> device ids; each must be given once."""
     ids = [g.strip() for g in text.split(",")]
     if not ids or any(not g for g in ids):
         raise UserError(f"--gpus takes device ids like 0,1,2,3, got '{text}'")
+    bad = [g for g in ids if not _GPU_ID.match(g)]
+    if bad:
+        raise UserError(f"--gpus takes device ids like 0,1,2,3 (or GPU-… / MIG-… UUIDs), got '{bad[0]}'")
     if len(set(ids)) != len(ids):
         raise UserError(f"--gpus lists a device twice ('{text}'); each GPU runs one trial at a time")
     return ids
@@ -198,6 +205,41 @@ def make_slots(gpus: str | None, workers: int | None, env: dict | None = None) -
         extra = {} if "OMP_NUM_THREADS" in env else {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
         return [Slot(f"CPU worker {i + 1}", {"CUDA_VISIBLE_DEVICES": "", **extra}) for i in range(workers)]
     return [Slot("default device")]
+
+
+def check_trials_can_run(trials: Sequence[Trial], slots: Sequence[Slot], env: dict | None = None,
+                         cuda_devices: int | None = None) -> None:
+    """Before a batch starts anything: the GPUs of ``--gpus`` exist, and every trial's accelerator and precision can
+    run where its slot puts it (train.py's own check, made once for the batch instead of failing every trial).
+
+    ``cuda_devices``: the CUDA GPUs this process sees (None: ask torch). With CUDA_VISIBLE_DEVICES already set, the ids
+    of ``--gpus`` are not the ones this process counts, so they are not checked against the count."""
+    from scrcl.train.run import check_accelerator
+
+    env = os.environ if env is None else env
+    gpus = [slot.env["CUDA_VISIBLE_DEVICES"] for slot in slots if slot.env.get("CUDA_VISIBLE_DEVICES")]
+    workers = any(slot.env.get("CUDA_VISIBLE_DEVICES") == "" for slot in slots)
+    if gpus and "CUDA_VISIBLE_DEVICES" not in env:
+        if cuda_devices is None:
+            import torch
+
+            cuda_devices = torch.cuda.device_count()
+        if cuda_devices == 0:
+            raise UserError(f"--gpus {','.join(gpus)}: torch sees no CUDA GPU on this machine; run the trials on the CPU "
+                            "with --workers N (or neither flag: one trial at a time)")
+        beyond = [g for g in gpus if g.isdigit() and int(g) >= cuda_devices]
+        if beyond:
+            raise UserError(f"--gpus {','.join(gpus)}: there is no GPU {beyond[0]}; torch sees {cuda_devices} "
+                            f"(ids 0 … {cuda_devices - 1})")
+    settings = set()
+    for trial in trials:
+        config = trial_config(trial.args)
+        settings.add((str(config.get("accelerator") or "auto"), str(config.get("precision") or "32-true")))
+    for accelerator, precision in sorted(settings):
+        if workers and accelerator in ("gpu", "cuda"):
+            raise UserError(f"--accelerator {accelerator} with --workers: CPU workers see no GPU; give --gpus 0,1,… for "
+                            "GPU trials")
+        check_accelerator(accelerator, precision, cuda=bool(gpus) if gpus or workers else None)
 
 
 def trial_env(slot: Slot, group: str, project: str | None = None, base: dict | None = None) -> dict:

@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset = launcher.dataset_label(probe.args)
     out_dir = Path(args.output or Path("runs") / "sweeps" / f"{file.stem}-{dataset}").resolve()
     trials = build_trials(sweep, settings, extras, out_dir)
+    if not (args.dry_run or args.report):
+        launcher.check_trials_can_run(trials, slots)
     command = launcher.batch_command("scrcl.experiments.sweep", argv)
     print(f"sweep {file} on {dataset}: {len(trials)} trials in {out_dir}")
     outcome = launcher.run_trials(trials, out_dir, slots, group=out_dir.name, project=sweep.get("project"),

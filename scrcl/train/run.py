@@ -170,14 +170,16 @@ def _undo(made: Path, keep_folder: bool) -> None:
             child.unlink(missing_ok=True)
 
 
-def _check_accelerator(accelerator: str, precision: str = "32-true") -> None:
+def check_accelerator(accelerator: str, precision: str = "32-true", cuda: bool | None = None) -> None:
+    """The accelerator and precision can run here (``cuda``: whether a CUDA GPU is visible; None: ask torch)."""
     import torch
 
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if accelerator in ("gpu", "cuda") and not cuda:
         raise UserError(f"--accelerator {accelerator} but torch sees no GPU on this machine; use --accelerator cpu or auto")
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise UserError("--accelerator mps but torch sees no Apple GPU on this machine; use --accelerator cpu or auto")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available()))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not (cuda or torch.backends.mps.is_available()))
     if precision == "16-mixed" and on_cpu:
         # Lightning runs it as bf16-mixed with a warning, and the run's records would say 16-mixed
         raise UserError("--precision 16-mixed (float16) needs a GPU; on the CPU use --precision bf16-mixed")
@@ -205,7 +207,7 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         raise UserError(f"{root} is being run by {owner_state(owner)[1]}; wait for it to finish or stop it, then --resume {root}")
     try:
         quiet_libraries()
-        _check_accelerator(config.get("accelerator", "auto"), str(config.get("precision", "32-true")))  # before the data: preprocessing can take minutes
+        check_accelerator(config.get("accelerator", "auto"), str(config.get("precision", "32-true")))  # before the data: preprocessing can take minutes
         from datamodules.datamodule import ScRCLDataModule
 
         datamodule = ScRCLDataModule.from_config(config, adata)

@@ -210,6 +210,8 @@ def test_dry_run_prints_the_commands_and_runs_nothing(tmp_path):
     (["UNKNOWN_PARAM"], "unknown parameter 'hidden_dim'"),
     (["configs/sweeps/hvg.yaml", "--gpus", "0,1", "--workers", "2"], "either --gpus"),
     (["configs/sweeps/hvg.yaml", "--gpus", "0,,1"], "--gpus takes device ids"),
+    (["configs/sweeps/hvg.yaml", "--gpus", "-1"], "--gpus takes device ids like 0,1,2,3 (or GPU-… / MIG-… UUIDs), got '-1'"),
+    (["configs/sweeps/hvg.yaml", "--gpus", "0,abc"], "got 'abc'"),
     (["configs/sweeps/hvg.yaml", "--workers", "0"], "--workers must be at least 1"),
     (["configs/sweeps/hvg.yaml", "--hiden-dim", "5"], "unrecognized arguments: --hiden-dim"),
     (["configs/sweeps/hvg.yaml", "--hvg", "700"], "--hvg is a parameter of the sweep file"),
@@ -265,6 +267,37 @@ def test_an_output_that_is_a_file_is_one_line_before_anything_runs(module, tmp_p
         assert proc.stderr.strip().splitlines() == [f"error: --output {output}: {blocker} is a file, not a directory; give a "
                                                     "directory for the batch"]
     assert blocker.read_text() == "mine\n"
+
+
+def test_gpus_that_this_machine_lacks_are_refused_before_the_batch_starts(tmp_path):
+    trials = k_trials(tmp_path, n=2)
+    slots = launcher.make_slots("0,3", None, env={})
+    with pytest.raises(UserError, match="--gpus 0,3: torch sees no CUDA GPU on this machine; .* --workers N"):
+        launcher.check_trials_can_run(trials, slots, env={}, cuda_devices=0)
+    with pytest.raises(UserError, match=r"--gpus 0,3: there is no GPU 3; torch sees 2 \(ids 0 … 1\)"):
+        launcher.check_trials_can_run(trials, slots, env={}, cuda_devices=2)
+    launcher.check_trials_can_run(trials, slots, env={}, cuda_devices=4)
+    # ids under a CUDA_VISIBLE_DEVICES already set (a scheduler's) are not the ones this process counts
+    launcher.check_trials_can_run(trials, slots, env={"CUDA_VISIBLE_DEVICES": "2,3"}, cuda_devices=2)
+    gpu_trials = sweep.build_trials(sweep.load_sweep(SWEEPS / "k.yaml"), [{"dataset": "pbmc68k", "k": 5, "seed": 5}],
+                                    ["--accelerator", "gpu"], tmp_path)
+    launcher.check_trials_can_run(gpu_trials, slots, env={}, cuda_devices=4)  # each trial sees its GPU
+    with pytest.raises(UserError, match="--accelerator gpu with --workers: CPU workers see no GPU"):
+        launcher.check_trials_can_run(gpu_trials, launcher.make_slots(None, 2, env={}), env={}, cuda_devices=4)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "1", "--precision", "16-mixed"], "--precision 16-mixed (float16) needs a GPU"),
+    (["--workers", "1", "--accelerator", "gpu"], "--accelerator gpu with --workers"),
+])
+def test_a_setting_no_trial_can_run_is_refused_before_any_trial_starts(tmp_path, flags, message):
+    """Not one failed trial after another and a results table of failures: one line, exit 2, nothing written."""
+    out = tmp_path / "sweep"
+    proc = cli(SWEEPS / "hvg.yaml", "--dataset", "pbmc68k", "--seeds", "5", "--epochs", "1", "--hidden-dim", "8",
+               *flags, "--output", out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {message}" + proc.stderr.strip().split(message, 1)[1]]
+    assert not out.exists()
 
 
 def test_gpus_each_trial_gets_one_gpu_and_no_two_running_trials_share_one(tmp_path):

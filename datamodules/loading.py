@@ -110,8 +110,7 @@ def load_file(path: str | os.PathLike, *, label_key: str | None = None, task: st
         raise UserError(f"{path} does not exist; check the path given to --data")
     reader = sniff_reader(path)
     adata, note = with_raw_if_x_unusable(READERS[reader](path), path.name)
-    if label_key is not None:
-        _attach_labels(adata, label_key, required=True, where=str(path))
+    _attach_labels(adata, label_key, required=True, where=str(path))
     task = task or ("st" if "spatial" in adata.obsm else "sc")
     return Loaded(adata, task, {"dataset": path.stem, "reader": reader, "files": {"data": str(path)}, "paper_dataset": False,
                                 "notes": [note] if note else []})
@@ -144,15 +143,18 @@ def from_anndata(adata, *, label_key: str | None = None, task: str | None = None
     """An in-memory AnnData (the Python API). Copies, so the caller's object is never modified."""
     adata, note = with_raw_if_x_unusable(adata, "the AnnData")
     adata = adata.copy()
-    if label_key is not None:
-        _attach_labels(adata, label_key, required=True, where="the AnnData")
+    _attach_labels(adata, label_key, required=True, where="the AnnData")
     task = task or ("st" if "spatial" in adata.obsm else "sc")
     return Loaded(adata, task, {"dataset": "anndata", "reader": "memory", "files": {}, "paper_dataset": False,
                                 "notes": [note] if note else []})
 
 
 def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) -> None:
+    """obs[LABEL] from the column ``label_key``. Without a label key, a column the data themselves call ``label`` is
+    dropped: every later stage reads obs[LABEL] as the annotations, and none were asked for."""
     if label_key is None:
+        if LABEL in adata.obs:
+            adata.obs = adata.obs.drop(columns=LABEL)
         return
     if label_key not in adata.obs:
         columns = ", ".join(map(str, adata.obs.columns)) or "none"

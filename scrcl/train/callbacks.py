@@ -290,6 +290,14 @@ class GracefulStop(L.Callback):
         signal.signal(signal.SIGINT, first_ctrl_c)
 
     def teardown(self, trainer, pl_module, stage):
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception):
+        """A fit ended by an exception (a second Ctrl-C, an error) skips ``teardown``: the caller's handler comes back
+        here, or a Python session would keep routing its Ctrl-C into a finished trainer."""
+        self._restore()
+
+    def _restore(self) -> None:
         import signal
         import threading
 

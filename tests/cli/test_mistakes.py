@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,6 +155,86 @@ def test_api_errors_speak_of_arguments(kwargs, message):
     with pytest.raises(UserError) as caught:
         scrcl.fit(adata, epochs=1, hidden_dim=8, **kwargs)
     assert message in str(caught.value) and "--" not in str(caught.value)
+
+
+def test_api_fit_works_with_a_scanpy_users_anndata_and_leaves_the_session_as_it_was():
+    """obsm DataFrames (scanpy allows them), a column the data call 'label' (not the labels: none were asked for), a seed
+    given as text; twelve clusters listed 0, 1, 2, … 11; and the caller's random streams, deterministic-kernel setting,
+    environment and warning filters untouched."""
+    import random
+
+    import torch
+
+    adata = sc.datasets.pbmc68k_reduced()
+    adata.X = adata.raw.X.copy()
+    adata.obsm["meta"] = pd.DataFrame({"q": np.arange(adata.n_obs)}, index=adata.obs_names)
+    adata.obs["label"] = "sample1"
+    scrcl.fit(adata.copy(), n_clusters=3, epochs=1, hidden_dim=8)  # the libraries' own first-import settings made
+    np.random.seed(123)
+    random.seed(123)
+    torch.manual_seed(123)
+    expected = (np.random.random(), random.random(), torch.rand(1).item())
+    np.random.seed(123)
+    random.seed(123)
+    torch.manual_seed(123)
+    env, filters = dict(os.environ), list(warnings.filters)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with warnings.catch_warnings(record=True):
+        scrcl.fit(adata, n_clusters=12, seed="5", epochs=1, hidden_dim=8)
+    assert (np.random.random(), random.random(), torch.rand(1).item()) == expected
+    assert dict(os.environ) == env and warnings.filters == filters
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert adata.uns["scrcl"]["scores"] == {}  # the 'label' column is not scored
+    assert list(adata.obs["scrcl_cluster"].cat.categories) == [str(c) for c in range(12)]
+    assert adata.uns["scrcl"]["config"]["seed"] == 5 and adata.uns["scrcl"]["config"]["tms"] == [2, 0]  # the generic t₁, t₂, kept as a list
+
+
+def test_api_refuses_what_it_cannot_do_before_training(tmp_path):
+    adata = sc.datasets.pbmc68k_reduced()
+    adata.X = adata.raw.X.copy()
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(UserError, match=r"adata is backed by .*a.h5ad .*pass adata.to_memory\(\)"):
+        scrcl.fit(backed, n_clusters=3, epochs=1, hidden_dim=8)
+    backed.file.close()
+    for key, value in (("output", str(tmp_path)), ("seeds", "5,15"), ("data", "x.h5ad")):
+        with pytest.raises(UserError, match=f"^{key}= has no effect in scrcl.fit"):
+            scrcl.fit(adata, n_clusters=3, epochs=1, hidden_dim=8, **{key: value})
+    with pytest.raises(UserError, match="seed must be a whole number .*got None"):
+        scrcl.fit(adata, n_clusters=3, seed=None, epochs=1, hidden_dim=8)
+    assert not list(tmp_path.glob("*/"))
+
+
+def test_a_files_own_label_column_is_not_taken_for_the_labels(tmp_path):
+    from datamodules.loading import LABEL, load_file
+
+    adata = sc.datasets.pbmc68k_reduced()
+    adata.obs["label"] = adata.obs["bulk_labels"]
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    assert LABEL not in load_file(tmp_path / "a.h5ad").adata.obs
+    assert load_file(tmp_path / "a.h5ad", label_key="label").adata.obs[LABEL].nunique() == 10
+
+
+def test_api_messages_keep_train_py_help_and_read_values_as_arguments():
+    from scrcl.api import _in_api_words
+
+    assert _in_api_words("see python train.py --help") == "see python train.py --help"
+    assert _in_api_words("run with --task sc; use a smaller --k, or --radius 0") == "run with task='sc'; use a smaller k, or radius=0"
+    assert _in_api_words("(pass --label-key COLUMN, or give --n-clusters C)") == "(pass label_key=COLUMN, or give n_clusters=C)"
+
+
+def test_ctrl_c_handler_comes_back_when_a_fit_ends_in_an_exception():
+    import signal
+    from types import SimpleNamespace
+
+    from scrcl.train.callbacks import GracefulStop
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = GracefulStop()
+    stop.on_fit_start(SimpleNamespace(_signal_connector=SimpleNamespace(received_sigterm=False)), None)
+    assert signal.getsignal(signal.SIGINT) is not before
+    stop.on_exception(None, None, RuntimeError("a second Ctrl-C"))
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_api_refuses_an_array_with_a_type_error():

@@ -29,7 +29,7 @@ from datamodules.preprocess import preprocess
 from scrcl.atomic import atomic_path
 from scrcl.errors import UserError
 
-CACHE_VERSION = 5  # bump when preprocessing or graph building changes
+CACHE_VERSION = 6  # bump when preprocessing or graph building changes (6: a column named "label" is not the labels unless asked for)
 
 
 def cache_dir() -> Path:

@@ -211,6 +211,7 @@ def test_switches_must_be_true_or_false(key):
     ("devices", 2, "devices = 2: scRCL trains on the whole graph in one batch, so a run uses one device; to use several GPUs, "
                    "run trials side by side: python -m scrcl.experiments.sweep / scrcl.experiments.ablate --gpus 0,1,2,3 (or one train.py per GPU with "
                    "CUDA_VISIBLE_DEVICES)"),  # was a hang: DDP's second rank failed on the run directory, rank 0 waited
+    ("devices", "0", "devices = 0: a run needs one device; leave --devices out"),  # was the advice for several GPUs
 ])
 def test_out_of_range_settings_are_one_user_error(key, value, message):
     with pytest.raises(UserError) as err:

@@ -117,6 +117,9 @@ def _fit(adata, n_clusters, label_key, task, seed, config):
 
     from scrcl.train import run as runner
 
+    # the caller's AnnData was built already, with anndata's warning about repeated gene names shown then; the copies
+    # made here would repeat it several times (the filter ends with fit: _session_state_kept)
+    warnings.filterwarnings("ignore", message=".*names are not unique.*")
     try:
         overrides = {**config, "n_clusters": n_clusters, "label_key": label_key, "seed": seed, "task": task}
         overrides.setdefault("logger", "none")

@@ -315,7 +315,7 @@ class ScRCLDataModule(L.LightningDataModule):
             notes.append(f"graph_pcs = {pcs} asked for, but the data allow {self._graph_pcs_used} principal components: "
                          f"the cell graph uses {self._graph_pcs_used}")
         if self.task == "sc" and self.radius:
-            notes.append(f"radius = {self.radius} asked for, but the spatial vote is for spatial domains (task st): this "
+            notes.append(f"radius = {self.radius} is set, but the spatial vote is for spatial domains (task st): this "
                          "scRNA-seq run has none")
         if self.task == "st" and self.radius > self.n_cells / self.n_clusters:  # no labels: the sizes asked for
             notes.append(f"the spatial vote relabels each spot by its {self.radius} nearest spots (radius), more than a "

@@ -110,10 +110,10 @@ def load_file(path: str | os.PathLike, *, label_key: str | None = None, task: st
         raise UserError(f"{path} does not exist; check the path given to --data")
     reader = sniff_reader(path)
     adata, note = with_raw_if_x_unusable(READERS[reader](path), path.name)
-    _attach_labels(adata, label_key, required=True, where=str(path))
+    label_note = _attach_labels(adata, label_key, required=True, where=path.name)
     task = task or ("st" if "spatial" in adata.obsm else "sc")
     return Loaded(adata, task, {"dataset": path.stem, "reader": reader, "files": {"data": str(path)}, "paper_dataset": False,
-                                "notes": [note] if note else []})
+                                "notes": [n for n in (note, label_note) if n]})
 
 
 def spatial_note(path: str | os.PathLike) -> str | None:
@@ -143,19 +143,21 @@ def from_anndata(adata, *, label_key: str | None = None, task: str | None = None
     """An in-memory AnnData (the Python API). Copies, so the caller's object is never modified."""
     adata, note = with_raw_if_x_unusable(adata, "the AnnData")
     adata = adata.copy()
-    _attach_labels(adata, label_key, required=True, where="the AnnData")
+    label_note = _attach_labels(adata, label_key, required=True, where="the AnnData")
     task = task or ("st" if "spatial" in adata.obsm else "sc")
     return Loaded(adata, task, {"dataset": "anndata", "reader": "memory", "files": {}, "paper_dataset": False,
-                                "notes": [note] if note else []})
+                                "notes": [n for n in (note, label_note) if n]})
 
 
-def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) -> None:
+def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) -> str | None:
     """obs[LABEL] from the column ``label_key``. Without a label key, a column the data themselves call ``label`` is
-    dropped: every later stage reads obs[LABEL] as the annotations, and none were asked for."""
+    dropped (every later stage reads obs[LABEL] as the annotations, and none were asked for); the note returned says so."""
     if label_key is None:
-        if LABEL in adata.obs:
-            adata.obs = adata.obs.drop(columns=LABEL)
-        return
+        if LABEL not in adata.obs:
+            return None
+        adata.obs = adata.obs.drop(columns=LABEL)
+        return (f"{where} has a '{LABEL}' column; it is not used to score the clusters unless asked for "
+                f"(--label-key={LABEL})")
     if label_key not in adata.obs:
         columns = ", ".join(map(str, adata.obs.columns)) or "none"
         raise UserError(f"label key '{label_key}' not found in {where}; obs columns are: {columns} (pass --label-key COLUMN, or omit it and give --n-clusters)")
@@ -163,6 +165,7 @@ def _attach_labels(adata, label_key: str | None, *, required: bool, where: str) 
     values = values.astype(object).where(values.notna(), None)
     values = values.map(lambda v: None if v is None or (isinstance(v, str) and v.strip().lower() in ("", "nan", "na")) else str(v))
     adata.obs[LABEL] = pd.Categorical(unify_label_vocabulary(values))
+    return None
 
 
 def _usable(matrix) -> bool:

@@ -136,12 +136,13 @@ POSITION_COLUMNS = ("barcode", "in_tissue", "array_row", "array_col", "pxl_row",
 def _read_positions(path: Path) -> pd.DataFrame:
     """10x positions: with or without a header; indexed by barcode; pixel columns as floats. Anything else (empty,
     too few columns, another separator, text where a number belongs) is a UserError naming the file."""
-    expected = f"expected Space Ranger's comma-separated {', '.join(POSITION_COLUMNS)}"
+    expected = ("expected Space Ranger's comma-separated barcode, in_tissue, array_row, array_col, pxl_row(_in_fullres), "
+                "pxl_col(_in_fullres)")
     try:
-        first = next(iter(path.read_text().splitlines()), "")
-        if not first.strip():
-            raise UserError(f"{path} is empty (or starts with an empty line); {expected}")
-        table = pd.read_csv(path, header=0 if first.lower().startswith("barcode") else None)
+        first = next((line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()), "")
+        if not first:
+            raise UserError(f"{path} is empty; {expected}")
+        table = pd.read_csv(path, header=0 if first.lower().startswith("barcode") else None, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise UserError(f"cannot read {path} as a positions table ({_first_line(err)}); {expected}")
     if table.shape[1] < len(POSITION_COLUMNS) or table.empty:

@@ -209,13 +209,16 @@ def make_slots(gpus: str | None, workers: int | None, env: dict | None = None) -
 
 def check_trials_can_run(trials: Sequence[Trial], slots: Sequence[Slot], env: dict | None = None,
                          cuda_devices: int | None = None) -> None:
-    """Before a batch starts anything: the GPUs of ``--gpus`` exist, and every trial's accelerator and precision can
-    run where its slot puts it (train.py's own check, made once for the batch instead of failing every trial).
+    """Before a batch starts anything: the GPUs of ``--gpus`` exist, and every trial still to run has an accelerator and
+    precision that can run where its slot puts it (train.py's own check, made once for the batch instead of failing every trial).
 
     ``cuda_devices``: the CUDA GPUs this process sees (None: ask torch). With CUDA_VISIBLE_DEVICES already set, the ids
     of ``--gpus`` are not the ones this process counts, so they are not checked against the count."""
     from scrcl.train.run import check_accelerator
 
+    trials = [t for t in trials if not (t.run_dir / "metrics.json").exists()]  # finished ones run nothing again
+    if not trials:
+        return
     env = os.environ if env is None else env
     gpus = [slot.env["CUDA_VISIBLE_DEVICES"] for slot in slots if slot.env.get("CUDA_VISIBLE_DEVICES")]
     workers = any(slot.env.get("CUDA_VISIBLE_DEVICES") == "" for slot in slots)

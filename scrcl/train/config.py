@@ -307,8 +307,8 @@ def validate(config: dict) -> dict:
     for k in KEYS:
         if out.get(k.name) is not None:
             if k.name == "devices" and str(out[k.name]).strip() == "0":
-                raise UserError("devices = 0: a run needs one device; leave --devices out (one device, the default) or "
-                                "give --accelerator cpu for the CPU")
+                raise UserError("devices = 0: a run needs one device; leave --devices out (one device, the default); for "
+                                "the CPU add --accelerator cpu")
             if k.name == "devices" and out[k.name] not in (1, "1") and not (isinstance(out[k.name], list) and len(out[k.name]) == 1):
                 # Lightning would start DDP: every rank trains the same one-batch graph (no speed-up), and train.py's
                 # other ranks each claim the run directory, fail, and leave rank 0 waiting for them forever.

@@ -4,6 +4,7 @@ never a traceback, and nothing is left behind."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -177,17 +178,23 @@ def test_api_fit_works_with_a_scanpy_users_anndata_and_leaves_the_session_as_it_
     np.random.seed(123)
     random.seed(123)
     torch.manual_seed(123)
-    env, filters = dict(os.environ), list(warnings.filters)
+    env = dict(os.environ)
     deterministic = torch.are_deterministic_algorithms_enabled()
+    levels = {name: logging.getLogger(name).level for name in ("lightning.pytorch", "lightning.fabric")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata.var_names = [adata.var_names[1], *adata.var_names[1:]]  # a repeated gene name: warned once, here
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
+        filters = list(warnings.filters)
         scrcl.fit(adata, n_clusters=12, seed="5", epochs=1, hidden_dim=8)
+        assert warnings.filters == filters
     assert not [w for w in shown if "not unique" in str(w.message)]  # not again for each copy fit makes
+    assert any("has a 'label' column; it is not used to score the clusters unless asked for (label_key='label')"
+               in str(w.message) for w in shown)
     assert (np.random.random(), random.random(), torch.rand(1).item()) == expected
-    assert dict(os.environ) == env and warnings.filters == filters
+    assert dict(os.environ) == env
+    assert {name: logging.getLogger(name).level for name in levels} == levels
     assert torch.are_deterministic_algorithms_enabled() == deterministic
     assert adata.uns["scrcl"]["scores"] == {}  # the 'label' column is not scored
     assert list(adata.obs["scrcl_cluster"].cat.categories) == [str(c) for c in range(12)]
@@ -207,7 +214,6 @@ def test_api_refuses_what_it_cannot_do_before_training(tmp_path):
             scrcl.fit(adata, n_clusters=3, epochs=1, hidden_dim=8, **{key: value})
     with pytest.raises(UserError, match="seed must be a whole number .*got None"):
         scrcl.fit(adata, n_clusters=3, seed=None, epochs=1, hidden_dim=8)
-    assert not list(tmp_path.glob("*/"))
 
 
 def test_a_files_own_label_column_is_not_taken_for_the_labels(tmp_path):
@@ -216,7 +222,10 @@ def test_a_files_own_label_column_is_not_taken_for_the_labels(tmp_path):
     adata = sc.datasets.pbmc68k_reduced()
     adata.obs["label"] = adata.obs["bulk_labels"]
     adata.write_h5ad(tmp_path / "a.h5ad")
-    assert LABEL not in load_file(tmp_path / "a.h5ad").adata.obs
+    loaded = load_file(tmp_path / "a.h5ad")
+    assert LABEL not in loaded.adata.obs
+    assert ("a.h5ad has a 'label' column; it is not used to score the clusters unless asked for (--label-key=label)"
+            in loaded.provenance["notes"])
     assert load_file(tmp_path / "a.h5ad", label_key="label").adata.obs[LABEL].nunique() == 10
 
 
@@ -224,6 +233,10 @@ def test_api_messages_keep_train_py_help_and_read_values_as_arguments():
     from scrcl.api import _in_api_words
 
     assert _in_api_words("see python train.py --help") == "see python train.py --help"
+    assert _in_api_words("use a smaller --k or more cells; a smaller --radius keeps them") == \
+        "use a smaller k or more cells; a smaller radius keeps them"
+    assert _in_api_words("leave --devices out; ablate --gpus 0,1,2,3; --lr 1e-3.") == \
+        "leave devices out; ablate --gpus 0,1,2,3; lr=1e-3."
     assert _in_api_words("run with --task sc; use a smaller --k, or --radius 0") == "run with task='sc'; use a smaller k, or radius=0"
     assert _in_api_words("(pass --label-key COLUMN, or give --n-clusters C)") == "(pass label_key=COLUMN, or give n_clusters=C)"
 

@@ -169,7 +169,7 @@ def test_file_with_coordinates_but_no_task_says_so_and_runs_as_given(tmp_path, d
     assert sorted(notes) == sorted([
         "note: corner.h5ad has spatial coordinates (obsm['spatial']) but runs as scRNA-seq (task sc); pass --task st for "
         "spatial domains",
-        "note: radius = 10 asked for, but the spatial vote is for spatial domains (task st): this scRNA-seq run has none"])
+        "note: radius = 10 is set, but the spatial vote is for spatial domains (task st): this scRNA-seq run has none"])
     metrics = json.loads((tmp_path / "sc" / "metrics.json").read_text())
     assert metrics["task"] == "sc" and metrics["n_cells"] == 1221  # not switched: no spot dropped, no refinement
     assert "ari_unrefined" not in metrics and not (tmp_path / "sc" / "domains_final.png").exists()

@@ -176,16 +176,27 @@ def _positions_text(folder) -> str:
     (lambda text: "\n".join(",".join(line.split(",")[:4]) for line in text.splitlines()), "of 4 column(s)"),
     (lambda text: text.replace(",", "\t"), "of 1 column(s)"),
     (lambda text: text.replace(",3\n", ",abc\n", 1), "column pxl_col holds 'abc', not a number"),
-    (lambda text: "\x00\xff" * 10, "comma-separated barcode, in_tissue"),
+    (lambda text: b"\x00\xff" * 10, "cannot read"),
 ])
 def test_a_malformed_positions_file_is_one_line_naming_it(tmp_path, edit, message):
     folder = tmp_path / "section"
     tiny_visium(folder)
     positions = folder / "spatial/tissue_positions_list.csv"
-    positions.write_text(edit(_positions_text(folder)))
-    with pytest.raises(UserError, match="comma-separated barcode, in_tissue, array_row") as caught:
+    content = edit(_positions_text(folder))
+    positions.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(UserError, match="comma-separated barcode, in_tissue, array_row, array_col, pxl_row") as caught:
         read_visium(folder)
     assert message in str(caught.value) and str(positions) in str(caught.value)
+
+
+def test_positions_saved_by_a_spreadsheet_are_read(tmp_path):
+    """A byte-order mark (Excel's UTF-8), a blank first line, Windows line ends: the same positions."""
+    folder = tmp_path / "section"
+    tiny_visium(folder, header=True, positions_name="tissue_positions.csv")
+    expected = read_visium(folder).obsm["spatial"]
+    positions = folder / "spatial/tissue_positions.csv"
+    positions.write_bytes(b"\xef\xbb\xbf\r\n" + positions.read_bytes().replace(b"\n", b"\r\n"))
+    np.testing.assert_array_equal(read_visium(folder).obsm["spatial"], expected)
 
 
 @pytest.mark.parametrize("raw", [False, True])

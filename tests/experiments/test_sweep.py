@@ -284,6 +284,12 @@ def test_gpus_that_this_machine_lacks_are_refused_before_the_batch_starts(tmp_pa
     launcher.check_trials_can_run(gpu_trials, slots, env={}, cuda_devices=4)  # each trial sees its GPU
     with pytest.raises(UserError, match="--accelerator gpu with --workers: CPU workers see no GPU"):
         launcher.check_trials_can_run(gpu_trials, launcher.make_slots(None, 2, env={}), env={}, cuda_devices=4)
+    for trial in trials:  # a finished batch runs nothing: its table can be rebuilt on a machine without its GPUs
+        trial.run_dir.mkdir(parents=True)
+        (trial.run_dir / "metrics.json").write_text("{}")
+    launcher.check_trials_can_run(trials, slots, env={}, cuda_devices=0)
+    uuids = "GPU-8f3a2c1e-0b6d-4e55-9a1f-2d3c4b5a6e7f,MIG-GPU-8f3a2c1e-0b6d-4e55-9a1f-2d3c4b5a6e7f/1/0"
+    assert launcher.parse_gpus(uuids) == uuids.split(",")
 
 
 @pytest.mark.parametrize("flags, message", [

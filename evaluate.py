@@ -146,15 +146,18 @@ def _has_labels(run_dir: Path) -> bool:
 
 
 def collect_runs(paths: list[Path]) -> list[dict]:
-    """Every metrics.json under ``paths``, each with its run's settings (``config.yaml`` beside it) as
-    ``_settings``: the keys that change what a run computes (seed and bookkeeping keys left out), or
-    None where the run directory has no config.yaml."""
+    """Every metrics.json under ``paths``, each with its run's settings (``config.yaml`` beside it, or the batch's one
+    level up for a seed of a multi-seed run) as ``_settings``: the keys that change what a run computes (seed and
+    bookkeeping keys left out), or None where there is no config.yaml."""
     import yaml
 
     from scrcl.train.config import bookkeeping_keys, run_defaults
+    from scrcl.train.results import find_config
 
     runs = []
     for root in paths:
+        if not Path(root).exists():
+            raise UserError(f"{root} does not exist; --aggregate takes run directories or folders holding them")
         for metrics_path in sorted(Path(root).rglob("metrics.json")):
             try:
                 run = json.loads(metrics_path.read_text())
@@ -163,9 +166,9 @@ def collect_runs(paths: list[Path]) -> list[dict]:
             except (ValueError, UnicodeDecodeError) as err:
                 raise UserError(f"{metrics_path} is not a valid metrics.json ({str(err).splitlines()[0][:80]}); "
                                 "move that run directory away or redo the run") from None
-            config_path = metrics_path.parent / "config.yaml"
+            config_path = find_config(metrics_path.parent)
             settings = None
-            if config_path.exists():
+            if config_path is not None:
                 try:
                     stored = yaml.safe_load(config_path.read_text()) or {}
                 except yaml.YAMLError:
@@ -173,6 +176,8 @@ def collect_runs(paths: list[Path]) -> list[dict]:
                 config = {**run_defaults(), **stored}
                 settings = {k: v for k, v in config.items() if k not in bookkeeping_keys() | NOT_SETTINGS}
             runs.append({**run, "_settings": settings})
+    if not paths:
+        raise UserError("--aggregate needs run directories (or folders holding them): python evaluate.py --aggregate runs/")
     if not runs:
         raise UserError(f"no metrics.json under {', '.join(map(str, paths))}")
     return runs
@@ -183,11 +188,13 @@ NOT_SETTINGS = frozenset({"seed", "seeds", "dataset", "data"})
 
 
 def aggregate_table(runs: list[dict]) -> str:
-    """Markdown: one row per dataset and settings, mean ± std over its runs (final-epoch figures).
+    """Markdown: one row per dataset and settings, mean ± std over its runs, and the seeds they ran.
 
-    Runs of one dataset with other settings (an ablation variant, a sweep value, another epoch count)
-    are never averaged together: each combination is its own row, and the ``settings`` column names
-    the keys that differ between that dataset's rows."""
+    The scores are the evaluation each run reports: the final epoch's, or the one its label-free ``select`` chose (the
+    line above the table names which). Runs of one dataset with other settings (an ablation variant, a sweep value,
+    another epoch count) are never averaged together: each combination is its own row, and the ``settings`` column
+    names the keys that differ between that dataset's rows. A seed that appears more than once in a row (``5 ×2``) is
+    the same run repeated: its spread there is not seed noise."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for run in runs:
         settings = run.get("_settings")
@@ -196,13 +203,27 @@ def aggregate_table(runs: list[dict]) -> str:
     for name in {name for name, _ in groups}:
         known = [json.loads(s) for n, s in groups if n == name and s]
         varying[name] = sorted(k for k in set().union(*known) if len({json.dumps(d.get(k)) for d in known}) > 1)
-    lines = ["| dataset | runs | " + " | ".join(k.upper() for k in SCORES) + " | settings |", "|---|---|" + "---|" * (len(SCORES) + 1)]
+    chosen = sorted({str(r.get("selected_by") or "final epoch") for r in runs})
+    lines = [f"Scores of the evaluation each run reports (chosen by: {', '.join(chosen)}; no labels involved); "
+             "finished runs only.", "",
+             "| dataset | runs | seeds | " + " | ".join(k.upper() for k in SCORES) + " | settings |",
+             "|---|---|---|" + "---|" * (len(SCORES) + 1)]
     for (name, settings), group in sorted(groups.items()):
         cells = [mean_std_text(r[key] for r in group if key in r) for key in SCORES]
         values = json.loads(settings) if settings else None
         described = "no config.yaml" if values is None else ", ".join(f"{k}={values.get(k)}" for k in varying[name]) or "–"
-        lines.append(f"| {name} | {len(group)} | " + " | ".join(cells) + f" | {described} |")
+        lines.append(f"| {name} | {len(group)} | {_seeds_text(r.get('seed') for r in group)} | " + " | ".join(cells)
+                     + f" | {described} |")
     return "\n".join(lines) + "\n"
+
+
+def _seeds_text(seeds) -> str:
+    """``5, 15, 25``; a seed run more than once is marked ``5 ×2``."""
+    counts: dict = {}
+    for seed in seeds:
+        if seed is not None:
+            counts[seed] = counts.get(seed, 0) + 1
+    return "–" if not counts else ", ".join(f"{s}" + (f" ×{n}" if n > 1 else "") for s, n in sorted(counts.items(), key=lambda kv: (not isinstance(kv[0], int), str(kv[0]).zfill(12))))
 
 
 def _refuse_conflicts(args) -> None:

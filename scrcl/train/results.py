@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from dataclasses import dataclass
 import resource
 from importlib import metadata
@@ -180,12 +181,20 @@ class FinishedRun:
         return int(self.config.get("seed") or 0)
 
 
+def find_config(run_dir: Path) -> Path | None:
+    """config.yaml of the run, or None; a seed directory of a multi-seed run (``seed15/``) keeps it one level up."""
+    run_dir = Path(run_dir)
+    candidates = [run_dir / "config.yaml"]
+    if re.fullmatch(r"seed\d+", run_dir.name):
+        candidates.append(run_dir.parent / "config.yaml")
+    return next((c for c in candidates if c.exists()), None)
+
+
 def _config_path(run_dir: Path) -> Path:
-    """config.yaml of the run; a seed directory of a multi-seed run keeps it one level up."""
-    for candidate in (run_dir / "config.yaml", run_dir.parent / "config.yaml"):
-        if candidate.exists():
-            return candidate
-    raise UserError(f"{run_dir} has no config.yaml (nor its parent); give a run directory written by train.py")
+    path = find_config(run_dir)
+    if path is None:
+        raise UserError(f"{run_dir} has no config.yaml (nor its parent); give a run directory written by train.py")
+    return path
 
 
 def check_run_dir(run_dir: Path) -> None:

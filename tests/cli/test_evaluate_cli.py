@@ -64,17 +64,28 @@ def test_aggregate_never_averages_runs_with_other_settings(tmp_path):
 
     run("full-seed5", 5, 0.70)
     run("full-seed15", 15, 0.80, umap=False, output="/elsewhere")  # bookkeeping keys do not split a row
+    run("full-seed5-again", 5, 0.70)  # the same seed twice: shown, not taken for seed noise
     run("no_cvc-seed5", 5, 0.40, beta=0.0)
+    # a multi-seed batch: config.yaml once, in the batch folder above its seed folders (its own row: beta=2.0)
+    run("multi/seed5", 5, 0.30)
+    run("multi/seed25", 25, 0.20)
+    for seed in (5, 25):
+        (tmp_path / "runs" / "multi" / f"seed{seed}" / "config.yaml").rename(tmp_path / "runs" / "multi" / "config.yaml")
+    config = yaml.safe_load((tmp_path / "runs" / "multi" / "config.yaml").read_text())
+    (tmp_path / "runs" / "multi" / "config.yaml").write_text(yaml.safe_dump({**config, "beta": 2.0, "seeds": "5,25"}))
     (tmp_path / "runs" / "loose").mkdir()
-    (tmp_path / "runs" / "loose" / "metrics.json").write_text(json.dumps({"dataset": "pollen", "acc": 0.5, "nmi": 0.5, "ari": 0.5, "f1": 0.5}))
+    (tmp_path / "runs" / "loose" / "metrics.json").write_text(json.dumps({"dataset": "pollen", "acc": 0.5, "nmi": 0.5, "ari": 0.5,
+                                                                          "f1": 0.5, "selected_by": "silhouette"}))
     proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--aggregate", str(tmp_path / "runs")],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Scores of the evaluation each run reports (chosen by: final epoch, silhouette; ")
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| pbmc10x") or line.startswith("| pollen")]
     assert rows == [
-        "| pbmc10x | 1 | 0.4000 | 0.4000 | 0.4000 | 0.4000 | beta=0.0 |",
-        "| pbmc10x | 2 | " + " | ".join([mean_std_text([0.7, 0.8])] * 4) + " | beta=1.0 |",
-        "| pollen | 1 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | no config.yaml |",
+        "| pbmc10x | 1 | 5 | 0.4000 | 0.4000 | 0.4000 | 0.4000 | beta=0.0 |",
+        "| pbmc10x | 3 | 5 ×2, 15 | " + " | ".join([mean_std_text([0.7, 0.8, 0.7])] * 4) + " | beta=1.0 |",
+        "| pbmc10x | 2 | 5, 25 | " + " | ".join([mean_std_text([0.3, 0.2])] * 4) + " | beta=2.0 |",
+        "| pollen | 1 | – | 0.5000 | 0.5000 | 0.5000 | 0.5000 | no config.yaml |",
     ], proc.stdout
 
 
@@ -104,6 +115,8 @@ def test_wrong_files_and_flags_of_another_task_are_one_line(tmp_path):
         (["run", "--table", "t.md"], "--table writes the --aggregate table"),
         (["run", "--pred", "p.txt", *labels], "--pred scores a predictions file"),
         (["--aggregate", "run", "--analyses"], "--aggregate tabulates run directories"),
+        (["--aggregate", "no_such_dir"], "no_such_dir does not exist; --aggregate takes run directories"),
+        (["--aggregate"], "--aggregate needs run directories"),
         (["run", "--dataset", "pbmc10x"], "--dataset goes with --pred"),
         (["--pred", five_seeds, *labels], "holds 5 predictions (keys: 5, 15, 25, 35, 45); name one with --pred-key"),
     ]

@@ -100,7 +100,7 @@ def test_equals_form_seeds_summary_and_aggregate(tmp_path, data_dir):
     table = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--aggregate", str(out), "--table", str(tmp_path / "t.md")],
                            capture_output=True, text=True, cwd=tmp_path)
     assert table.returncode == 0
-    assert "| pbmc68k | 2 |" in (tmp_path / "t.md").read_text()
+    assert "| pbmc68k | 2 | 5, 15 |" in (tmp_path / "t.md").read_text()
 
 
 def test_config_file_precedence(tmp_path, data_dir):

@@ -67,10 +67,11 @@ def method_keys(config: dict) -> list[str]:
 
 
 def check_same_settings(run_dir: Path, config: dict) -> None:
-    """Refuse to mix runs made with other settings into the table."""
+    """Refuse to mix runs made with other settings into the table: the method keys, and the precision (it changes the
+    numbers, and the table's header states the table's own)."""
     old = read_config_file(run_dir / "config.yaml", "the run's config")
     defaults = run_defaults()
-    differ = [k for k in method_keys(config) if old.get(k, defaults.get(k)) != config.get(k)]
+    differ = [k for k in (*method_keys(config), "precision") if old.get(k, defaults.get(k)) != config.get(k, defaults.get(k))]
     if differ:
         shown = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in differ)
         raise UserError(f"{run_dir} was run with other settings ({shown}); use another --runs-dir or remove it")

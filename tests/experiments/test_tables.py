@@ -128,3 +128,18 @@ def test_a_half_done_run_of_another_seed_is_not_resumed_as_this_seed(tmp_path):
     with pytest.raises(UserError, match="holds a run of seed 5, not seed 15"):
         scrcl_run(config, run_dir, tmp_path, 15, keep_checkpoints=False)
     assert (run_dir / "checkpoints").exists()
+
+
+def test_runs_made_at_another_precision_are_not_mixed_into_a_table(tmp_path):
+    """paper_table.py read runs made in float32 into a bf16-mixed table, whose header then stated bf16-mixed."""
+    import yaml
+
+    from scrcl.errors import UserError
+    from scrcl.experiments.tables import check_same_settings
+    from scrcl.train.config import resolve_config
+
+    config = resolve_config(dataset="pbmc68k", overrides={"epochs": 2})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    check_same_settings(tmp_path, config)
+    with pytest.raises(UserError, match=r"other settings \(precision: '32-true' there, 'bf16-mixed' now\)"):
+        check_same_settings(tmp_path, {**config, "precision": "bf16-mixed"})

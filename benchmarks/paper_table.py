@@ -3,7 +3,8 @@
 
   python benchmarks/paper_table.py                                  every local scRNA-seq dataset, 5 seeds
   python benchmarks/paper_table.py --datasets pbmc10x,pollen --seeds 5,15 --epochs 100
-  python benchmarks/paper_table.py --datasets pbmc68k --seeds 5 --epochs 2 --set hidden_dim=32   a smoke test
+  python benchmarks/paper_table.py --datasets pbmc68k --seeds 5 --epochs 2 --set hidden_dim=32 \
+      --runs-dir runs/smoke --output runs/smoke/RESULTS.md                                       a smoke test
   python benchmarks/paper_table.py --seeds-for pbmc10x=5,15,25      fewer seeds for one dataset (said in its row)
 
 Each (dataset, seed) is one run directory ``RUNS/<dataset>/seed<s>/`` written by ``scrcl.train.run.run``
@@ -35,7 +36,7 @@ from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, w
 from scrcl.eval.metrics import SCORES
 from scrcl.experiments.tables import (
     BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, cached_baselines, header_lines, margin, method_rows, oracle_section, seeds_line, selection_section, parse_seeds_for, parse_sets, table_datasets,
-    pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, shown_path, table_row,
+    pca_kmeans, leiden_with_k, scrcl_run, settings_section, table_config, table_output, shown_path, table_row,
 )
 from scrcl.train.config import parse_seeds
 from scrcl.train.loggers import quiet_libraries
@@ -170,10 +171,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "paper_table", help="where the run directories go")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints")
-    parser.add_argument("--output", type=output_file, default=ROOT / "benchmarks" / "results" / "RESULTS.md")
+    parser.add_argument("--output", type=output_file, default=None,
+                        help="markdown file (default: benchmarks/results/RESULTS.md, unless it holds another command's "
+                             "table: then this is refused, so a smoke test never replaces the committed table)")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python benchmarks/paper_table.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    output = table_output(args.output, ROOT / "benchmarks" / "results" / "RESULTS.md", command)
 
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
@@ -187,9 +191,9 @@ def main(argv=None) -> int:
         raise UserError(f"--seeds-for names {', '.join(unknown)}, which is not among the table's datasets ({', '.join(names)})")
     results = [table_rows(name, args, seeds_for.get(name, seeds), sets) for name in names]
     text = render(results, command=command, started=started, seconds=time.perf_counter() - t0, seeds=seeds, runs_dir=args.runs_dir)
-    atomic_write_text(args.output, text)
+    atomic_write_text(output, text)
     print(text, end="")
-    print(f"written: {args.output}")
+    print(f"written: {output}")
     return 0
 
 

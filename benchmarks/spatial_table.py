@@ -43,7 +43,7 @@ from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
 from scrcl.experiments.tables import (
     BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, has_live_final, header_lines,
     leiden_with_k, margin, method_rows, oracle_section, own_file, parse_seeds_for, parse_sets, table_datasets, pca_kmeans,
-    scrcl_run, seeds_line, selection_section, settings_section, shown_path, table_row,
+    scrcl_run, seeds_line, selection_section, settings_section, shown_path, table_output, table_row,
 )
 from scrcl.train.config import parse_seeds, resolve_config
 from scrcl.train.loggers import quiet_libraries
@@ -199,11 +199,13 @@ def main(argv=None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "spatial_table", help="where the run directories go")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's checkpoints")
     parser.add_argument("--output", type=output_file, default=None,
-                        help="markdown file (default: benchmarks/results/SPATIAL.md, SPATIAL_generic.md for --config generic)")
+                        help="markdown file (default: benchmarks/results/SPATIAL.md, SPATIAL_generic.md for --config generic, "
+                             "unless it holds another command's table: then this is refused)")
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python benchmarks/spatial_table.py" + "".join(f" {shlex.quote(str(a))}" for a in (sys.argv[1:] if argv is None else argv))
-    output = args.output or ROOT / "benchmarks" / "results" / ("SPATIAL.md" if args.config == "published" else "SPATIAL_generic.md")
+    output = table_output(args.output, ROOT / "benchmarks" / "results" / ("SPATIAL.md" if args.config == "published"
+                                                                           else "SPATIAL_generic.md"), command)
 
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)

@@ -66,6 +66,18 @@ def method_keys(config: dict) -> list[str]:
     return sorted(set(config_method_keys()) | set(RUN_METHOD_KEYS))
 
 
+def table_output(output: Path | None, default: Path, command: str) -> Path:
+    """Where a table script writes: ``--output``, else its committed results file, unless that file holds the table of
+    another command (a smoke test or a subset would replace the committed table): then one line, before any run."""
+    if output is not None or not default.exists():
+        return output or default
+    recorded = next((line for line in default.read_text(errors="replace").splitlines() if line.startswith("- Command: `")), None)
+    if recorded is not None and recorded.rstrip() != f"- Command: `{command}`":
+        raise UserError(f"{shown_path(default)} holds the table of another command ({recorded.rstrip()[12:-1]}); give "
+                        f"--output FILE for this one, or --output {shown_path(default)} to replace it")
+    return default
+
+
 def check_same_settings(run_dir: Path, config: dict) -> None:
     """Refuse to mix runs made with other settings into the table: the method keys, and the precision (it changes the
     numbers, and the table's header states the table's own)."""

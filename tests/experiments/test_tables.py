@@ -143,3 +143,18 @@ def test_runs_made_at_another_precision_are_not_mixed_into_a_table(tmp_path):
     check_same_settings(tmp_path, config)
     with pytest.raises(UserError, match=r"other settings \(precision: '32-true' there, 'bf16-mixed' now\)"):
         check_same_settings(tmp_path, {**config, "precision": "bf16-mixed"})
+
+
+def test_a_table_of_another_command_is_not_replaced_without_output(tmp_path):
+    """The docstring's own smoke test (2 epochs, one dataset) replaced the committed RESULTS.md without a word."""
+    from scrcl.errors import UserError
+    from scrcl.experiments.tables import table_output
+
+    committed = tmp_path / "RESULTS.md"
+    assert table_output(None, committed, "python benchmarks/paper_table.py") == committed  # nothing there yet
+    committed.write_text("# Results\n\n- Command: `python benchmarks/paper_table.py --seeds 5,15`\n")
+    assert table_output(None, committed, "python benchmarks/paper_table.py --seeds 5,15") == committed  # the same table again
+    with pytest.raises(UserError, match=r"holds the table of another command \(python benchmarks/paper_table.py --seeds "
+                                        r"5,15\); give --output FILE for this one, or --output .*RESULTS.md to replace it"):
+        table_output(None, committed, "python benchmarks/paper_table.py --datasets pbmc68k --epochs 2")
+    assert table_output(committed, committed, "python benchmarks/paper_table.py --epochs 2") == committed  # asked for

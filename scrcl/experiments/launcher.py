@@ -152,7 +152,7 @@ def trial_state(trial: Trial, expected: dict) -> str:
     """'done' (finished with these settings), 'resume' (left half-way with a checkpoint) or 'new'."""
     run_dir = trial.run_dir
     finished = (run_dir / "metrics.json").exists()
-    resumable = (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    resumable = (run_dir / "config.yaml").exists() and rundir.resume_checkpoint(run_dir) is not None
     if not (finished or resumable):
         if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").exists():
             raise UserError(f"{run_dir} exists and is not a train.py run directory; move it away or choose another --output")

@@ -20,7 +20,7 @@ from scrcl.errors import Interrupted, UserError
 from scrcl.train.loggers import make_loggers, quiet_libraries
 from scrcl.train.module import build_module
 from scrcl.train.results import final_line, summarise, write_json, write_results
-from scrcl.train.rundir import OWNER, claim_run_dir, owner_state, resumable, run_dir_for, take
+from scrcl.train.rundir import OWNER, claim_run_dir, owner_state, resumable, resume_checkpoint, run_dir_for, take
 
 _IN_FIT = False  # True while Lightning's fit loop runs: it handles SIGTERM itself (see train.py)
 
@@ -45,7 +45,16 @@ def _checkpoint_epoch(path: str) -> int:
         return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["epoch"])
     except Exception as err:  # truncated (a copy cut short), not a checkpoint, another format
         raise UserError(f"checkpoint {path} cannot be read ({type(err).__name__}: {_first_sentence(err)}); "
-                        "it may be truncated: delete it to resume from the periodic checkpoint beside it, or start a new run") from None
+                        f"it may be truncated: {_what_to_delete(Path(path))}, or start a new run") from None
+
+
+def _what_to_delete(damaged: Path) -> str:
+    """The advice for a damaged checkpoint: a ``last.ckpt`` of its own has the periodic checkpoint beside it to resume
+    from; a damaged periodic one (or the link to it) leaves nothing, and the run trains again from its first epoch."""
+    periodic = damaged.parent / "periodic.ckpt"
+    if damaged.name == "last.ckpt" and not damaged.is_symlink() and periodic.exists():
+        return "delete it and --resume continues from the periodic checkpoint beside it"
+    return f"delete {damaged.parent} and --resume trains the run again from its first epoch"
 
 
 def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume: bool = False) -> dict:
@@ -96,9 +105,8 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         ]
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    ckpt_path = None
-    if resume and ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists():
-        ckpt_path = str(ckpt_dir / "last.ckpt")
+    found = resume_checkpoint(run_dir) if resume and run_dir is not None else None
+    ckpt_path = str(found) if found is not None else None
     hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda f: int(f.stem.rsplit("_", 1)[1])) if resume and run_dir else []
     if hpc:  # saved by Lightning on SLURM's requeue signal (SIGUSR1), newer than any periodic checkpoint
         ckpt_path = str(hpc[-1])

@@ -109,8 +109,15 @@ def claim_run_dir(root: Path, named: bool) -> Path:
                     f"or continue it with --resume {root}")
 
 
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``--resume`` continues a run from: ``last.ckpt`` (a signal's, or a link to the newest periodic
+    one), else ``periodic.ckpt`` (what is left once a damaged ``last.ckpt`` was deleted); None without either."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    return next((ckpt_dir / name for name in ("last.ckpt", "periodic.ckpt") if (ckpt_dir / name).exists()), None)
+
+
 def resumable(root: Path) -> bool:
-    return any(root.glob("**/checkpoints/last.ckpt")) or any(root.glob("**/hpc_ckpt_*.ckpt"))
+    return any(resume_checkpoint(d.parent) for d in root.glob("**/checkpoints")) or any(root.glob("**/hpc_ckpt_*.ckpt"))
 
 
 # -- who is running in a directory -----------------------------------------------------------------------------------

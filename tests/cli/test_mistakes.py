@@ -82,6 +82,7 @@ def test_resuming_from_a_truncated_checkpoint_is_one_line_naming_it(tmp_path, fi
     checkpoint.write_bytes(whole[: len(whole) // 3])
     line = one_error_line(train(tmp_path, data_dir, "--resume", run))
     assert f"checkpoint {checkpoint} cannot be read" in line and "truncated" in line
+    assert f"delete {checkpoint.parent} and --resume trains the run again from its first epoch" in line  # nothing beside it
     reason = line.split("cannot be read (", 1)[1].split(");", 1)[0]
     assert reason.endswith(("...", *"abcdefghijklmnopqrstuvwxyz0123456789)")) and not reason.endswith(" If yo"), reason
     import torch
@@ -90,6 +91,25 @@ def test_resuming_from_a_truncated_checkpoint_is_one_line_naming_it(tmp_path, fi
         torch.load(checkpoint, map_location="cpu", weights_only=False)
     said = f"{type(caught.value).__name__}: {str(caught.value).strip().splitlines()[0]}"
     assert said.startswith(reason) and said[len(reason):][:2] in ("", ". ", "."), (reason, said)  # a whole sentence
+
+
+def test_a_truncated_last_checkpoint_beside_a_periodic_one_resumes_from_that_as_the_line_says(tmp_path, data_dir):
+    """The line said "delete it to resume from the periodic checkpoint beside it", but --resume only looked for
+    last.ckpt: following it trained the run again from epoch 0."""
+    proc = train(tmp_path, data_dir, "--dataset", "pbmc68k", *FAST, "--checkpoint-every", "1", "--output", tmp_path / "runs",
+                 "--run-name", "p", "--logger", "none")
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "p"
+    (run / "metrics.json").unlink()
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    assert (run / "checkpoints" / "periodic.ckpt").exists() and not checkpoint.is_symlink()
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    line = one_error_line(train(tmp_path, data_dir, "--resume", run))
+    assert "delete it and --resume continues from the periodic checkpoint beside it" in line
+    checkpoint.unlink()
+    resumed = train(tmp_path, data_dir, "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "seed 5: ACC" in resumed.stdout and "epoch 2/2:" not in resumed.stdout  # trained again, it evaluates epoch 2
 
 
 # -- what a run leaves outside its directory --------------------------------------------------------------------------

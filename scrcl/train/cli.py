@@ -94,6 +94,8 @@ def _train(args) -> int:
     from scrcl.train.config import KEYS, bookkeeping_keys
 
     overrides = {k.name: getattr(args, k.name) for k in KEYS if k.flag}
+    if overrides.get("seed") is not None and overrides.get("seeds") is not None:  # --seed was ignored without a word
+        raise UserError(f"give --seed {overrides['seed']} (one run) or --seeds {overrides['seeds']} (one run each), not both")
     from scrcl.train import rundir
     from scrcl.train import run as runner
     from scrcl.train.results import final_line

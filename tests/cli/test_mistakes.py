@@ -347,6 +347,8 @@ def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, fin
     ("precision checked only by Lightning, after preprocessing", ["--dataset", "pollen", "--precision", "bogus"],
      "precision must be one of 32-true, bf16-mixed, 16-mixed, got 'bogus'"),
     ("a folder named like a file", ["--data", "FOLDER", "--n-clusters", "3"], "is a folder, not a file; --data takes an .h5ad"),
+    ("--seed beside --seeds (it was ignored)", ["--dataset", "pollen", "--seed", "7", "--seeds", "5,15"],
+     "give --seed 7 (one run) or --seeds 5,15 (one run each), not both"),
 ])
 def test_a_mistake_in_the_command_line_is_one_line_before_any_data_is_read(case, args, message, tmp_path, data_dir):
     """Each was a traceback: the flags were parsed outside the one-line handler, a non-UTF-8 file and a run's broken

@@ -98,7 +98,7 @@ def _train(args) -> int:
         raise UserError(f"give --seed {overrides['seed']} (one run) or --seeds {overrides['seeds']} (one run each), not both")
     from scrcl.train import rundir
     from scrcl.train import run as runner
-    from scrcl.train.results import final_line
+    from scrcl.train.results import final_line, spread_line
 
     if not args.resume and overrides.get("run_name") and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
         # SLURM requeued this job (Lightning saved hpc_ckpt_N.ckpt on the requeue signal): continue its run
@@ -151,6 +151,9 @@ def _train(args) -> int:
             if note:
                 print(note)
         result = runner.run(config)
+    spread = spread_line(result["summary"])
+    if spread:
+        print(spread)
     print(final_line(result["summary"]))
     return 0
 

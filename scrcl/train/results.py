@@ -148,6 +148,15 @@ def conditions_text(runs, source: str) -> str:
             f"{values(lambda c, m: m.get('torch_threads', '–'))} ({source}).")
 
 
+def spread_line(summary: dict) -> str | None:
+    """For several seeds, the line before the last: each score's mean ± std and the seeds (the last line keeps its
+    one-number-per-score form for scripts); None for one run."""
+    if "n_runs" not in summary or "acc" not in summary:
+        return None
+    scores = "  ".join(f"{k.upper()} {summary[k]['mean']:.4f} ± {summary[k]['std']:.4f}" for k in SCORES)
+    return f"mean ± std (population) over seeds {', '.join(map(str, summary['seeds']))}: {scores}"
+
+
 def final_line(metrics: dict) -> str:
     """The last line a run prints."""
     if "acc" in metrics:

@@ -97,6 +97,9 @@ def test_equals_form_seeds_summary_and_aggregate(tmp_path, data_dir):
     assert summary["ari"]["mean"] == pytest.approx(np.mean([m["ari"] for m in per_seed]))
     assert summary["ari"]["std"] == pytest.approx(np.std([m["ari"] for m in per_seed]))
     assert LINE.match(last_line(proc))
+    spread = proc.stdout.strip().splitlines()[-2]  # the spread over the seeds, before the means' line
+    assert spread.startswith("mean ± std (population) over seeds 5, 15: ACC ")
+    assert f"ARI {summary['ari']['mean']:.4f} ± {summary['ari']['std']:.4f}" in spread
     table = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--aggregate", str(out), "--table", str(tmp_path / "t.md")],
                            capture_output=True, text=True, cwd=tmp_path)
     assert table.returncode == 0

@@ -60,14 +60,20 @@ class Interrupted(BaseException):
 def run_entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a command-line ``main``: a :class:`UserError` becomes one line on stderr and its exit code; so does an
     :class:`Interrupted` (a table or study script stopped by SIGTERM or Ctrl-C during one of its runs: that run
-    ended after its epoch with a checkpoint, and the line says how to continue), with 128 + the signal number."""
+    ended after its epoch with a checkpoint, and the line says to run the same command again, which continues it),
+    with 128 + the signal number."""
     try:
         return main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except Interrupted as err:
-        print(err, file=sys.stderr)
+        text = str(err)
+        if err.run_dir is not None and "python train.py --resume" in text:  # a script's run: the script resumes it
+            text = text.split(";")[0] + (f"; run the same command again to continue: its finished runs are kept, and "
+                                         f"{err.run_dir} continues from its checkpoint"
+                                         + ("" if err.epoch is not None else ", if it has one"))
+        print(text, file=sys.stderr)
         return err.exit_code
 
 

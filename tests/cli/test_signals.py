@@ -134,6 +134,7 @@ def test_a_table_script_stopped_during_a_run_says_how_to_continue_in_one_line(tm
     assert code == 143, out
     assert "Traceback" not in out
     assert out.splitlines()[-1].startswith("interrupted (SIGTERM) at epoch ") and str(run_dir) in out.splitlines()[-1]
+    assert "run the same command again to continue" in out.splitlines()[-1] and "train.py" not in out.splitlines()[-1]
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and not (tmp_path / "R.md").exists()
     again = subprocess.run(command, cwd=ROOT, env=env(tmp_path, data_dir), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr

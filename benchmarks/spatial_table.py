@@ -39,7 +39,7 @@ import numpy as np
 from datamodules.datamodule import ScRCLDataModule
 from datamodules.registry import DATA_DIR_HELP
 from scrcl.atomic import atomic_write_text
-from scrcl.errors import CommandLineParser, UserError, output_file, run_entry
+from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.experiments.tables import (
     BASELINE_VERSION, DEFAULT_SEEDS, MARGINS_NOTE, TABLE_RUN_SETTINGS, cached_baselines, has_live_final, header_lines,
     leiden_with_k, margin, method_rows, oracle_section, own_file, parse_seeds_for, parse_sets, table_datasets, pca_kmeans,
@@ -189,9 +189,11 @@ def render(results: list[dict], *, mode: str, command: str, started: str, second
 def main(argv=None) -> int:
     parser = CommandLineParser(prog="spatial_table.py", command="python benchmarks/spatial_table.py", description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", help="comma-separated spatial registry names (default: every spatial slice available locally)")
-    parser.add_argument("--seeds", default=DEFAULT_SEEDS)
+    parser.add_argument("--seeds", default=DEFAULT_SEEDS, help=f"comma-separated seeds for every slice (default: {DEFAULT_SEEDS})")
     parser.add_argument("--seeds-for", action="append", default=[], metavar="NAME=SEEDS",
                         help="other seeds for one slice, e.g. dlpfc_151675=5 (repeatable; its rows say so)")
+    parser.add_argument("--epochs", type=whole_number(1), default=None,
+                        help="epochs for every slice (default: each slice's config); the same as --set epochs=N")
     parser.add_argument("--config", default="published", choices=MODES,
                         help="published per-slice settings, or the generic spatial defaults a user's own file gets")
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every slice")
@@ -209,6 +211,10 @@ def main(argv=None) -> int:
 
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
+    if args.epochs is not None:
+        if sets.get("epochs", args.epochs) != args.epochs:
+            raise UserError(f"--epochs {args.epochs} and --set epochs={sets['epochs']} disagree; give one")
+        sets["epochs"] = args.epochs
     names = table_datasets(args.datasets, args.data_dir, "st")
     if not names:
         raise UserError("no spatial slice to run: none is available in the data directory; pass --data-dir or --datasets")

@@ -333,7 +333,9 @@ def test_spatial_table_bad_input_is_one_line(tmp_path, data_dir, capsys, monkeyp
                            (["--config", "mine"], "invalid choice"), (["--seeds", "a,b"], "seeds must be integers"),
                            (["--set", "radius"], "key=value"), (["--datasets", "dlpfc_151673", "--set", "no_such_key=1"], "unknown config key"),
                            (["--datasets", "dlpfc_151673", "--seeds-for", "dlpfc_151674=5"], "not among the table's slices"),
-                           (["--datasets", "dlpfc_151673", "--seeds-for", "dlpfc_151673"], "NAME=SEEDS")):
+                           (["--datasets", "dlpfc_151673", "--seeds-for", "dlpfc_151673"], "NAME=SEEDS"),
+                           (["--epochs", "0"], "argument --epochs: must be at least 1"),  # --epochs was unknown here
+                           (["--epochs", "2", "--set", "epochs=3"], "--epochs 2 and --set epochs=3 disagree")):
         run = script if fragment == "unknown dataset" else partial(in_process, capsys=capsys, monkeypatch=monkeypatch)
         proc = run("benchmarks/spatial_table.py", *args, "--output", out, "--runs-dir", tmp_path / "runs", data_dir=data_dir,
                    **({"cwd": tmp_path} if run is script else {}))

@@ -30,6 +30,17 @@ def is_integer_valued(x) -> bool:
     return bool(np.all(np.equal(np.mod(data, 1), 0)))
 
 
+def _coordinates_elsewhere(adata) -> str:
+    """Where a file keeps what look like spot coordinates instead (another obsm key, obs columns), for the message."""
+    keys = [k for k in adata.obsm if "spatial" in str(k).lower() or str(k).lower() in ("coords", "coordinates", "xy")]
+    if keys:
+        return f" (it has obsm['{keys[0]}']: copy it to obsm['spatial'])"
+    for pair in (("array_row", "array_col"), ("x", "y"), ("X", "Y"), ("row", "col"), ("imagerow", "imagecol")):
+        if all(c in adata.obs for c in pair):
+            return f" (it has obs columns {pair[0]}, {pair[1]}: put them in obsm['spatial'] as an N x 2 array)"
+    return ""
+
+
 def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool = False):
     import scanpy as sc
 
@@ -38,7 +49,8 @@ def preprocess(adata, *, task: str, input: str, hvg: int, drop_unlabelled: bool 
     if task not in ("sc", "st"):
         raise UserError(f"task must be 'sc' (cell types) or 'st' (spatial domains), got '{task}'")
     if task == "st" and "spatial" not in adata.obsm:
-        raise UserError("spatial task but the data has no coordinates in obsm['spatial']; add them, or run with --task sc")
+        raise UserError(f"spatial task but the data has no coordinates in obsm['spatial']{_coordinates_elsewhere(adata)}; "
+                        "add them, or run with --task sc")
     check_values(adata)
     n_in = adata.n_obs
     adata = adata.copy()

@@ -97,7 +97,8 @@ def fit(adata, n_clusters: int | None = None, *, label_key: str | None = None, t
 
     Fills ``adata.obsm['X_scrcl']`` (the clustered embedding, cells that survived filtering; others
     get NaN) and ``adata.obs['scrcl_cluster']``; returns ``adata``. Labels are optional
-    (``label_key`` only scores the result, stored in ``adata.uns['scrcl']``). Without labels,
+    (``label_key`` only scores the result, stored in ``adata.uns['scrcl']``; with ``task='st'`` spots without a label
+    are left out, as the published spatial protocol does, and get NaN). Without labels,
     ``n_clusters`` is required. Other keyword arguments are config keys (``epochs=100``, ``lr=1e-4``…);
     the generic defaults of ``task`` apply otherwise. Nothing is written to disk; use ``train.py --data FILE`` for a
     tracked run directory (``data``, ``output``, ``run_name``, ``seeds``, ``logger``, ``checkpoint_every``, ``resume`` are
@@ -165,6 +166,9 @@ def _fit(adata, n_clusters, label_key, task, seed, config):
     labels[position] = clusters.astype(str)
     adata.obs["scrcl_cluster"] = pd.Categorical(labels, categories=[str(c) for c in sorted(set(clusters.tolist()))])  # 0, 1, 2, … 10
     notes = [_in_api_words(note) for note in datamodule.notes()]
+    if task is None and datamodule.task == "sc" and "spatial" in adata.obsm:  # the command line's note for such a file
+        notes.insert(0, "adata has spatial coordinates (obsm['spatial']) but runs as scRNA-seq (task='sc'); pass task='st' "
+                        "for spatial domains")
     for note in notes:  # what the command line prints: .raw read instead of X, cells dropped, fewer HVGs than asked
         warnings.warn(f"scrcl.fit: {note}", UserWarning, stacklevel=_outside_scrcl())
     adata.uns["scrcl"] = {"scores": final["scores"], "n_clusters": int(datamodule.n_clusters), "notes": notes,

@@ -189,6 +189,7 @@ def test_api_fit_works_with_a_scanpy_users_anndata_and_leaves_the_session_as_it_
     adata = sc.datasets.pbmc68k_reduced()
     adata.X = adata.raw.X.copy()
     adata.obsm["meta"] = pd.DataFrame({"q": np.arange(adata.n_obs)}, index=adata.obs_names)
+    adata.obsm["spatial"] = np.random.default_rng(0).normal(size=(adata.n_obs, 2))  # no task given: said, not switched
     adata.obs["label"] = "sample1"
     scrcl.fit(adata.copy(), n_clusters=3, epochs=1, hidden_dim=8)  # the libraries' own first-import settings made
     np.random.seed(123)
@@ -211,6 +212,8 @@ def test_api_fit_works_with_a_scanpy_users_anndata_and_leaves_the_session_as_it_
         assert warnings.filters == filters
     assert not [w for w in shown if "not unique" in str(w.message)]  # not again for each copy fit makes
     assert any("has a 'label' column; it is not used to score the clusters unless asked for (label_key='label')"
+               in str(w.message) for w in shown)
+    assert any("adata has spatial coordinates (obsm['spatial']) but runs as scRNA-seq (task='sc'); pass task='st'"
                in str(w.message) for w in shown)
     assert (np.random.random(), random.random(), torch.rand(1).item()) == expected
     assert dict(os.environ) == env

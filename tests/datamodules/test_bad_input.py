@@ -66,6 +66,10 @@ CASES = {
     "fewer_cells_than_k": Case(["--data", "{d}/ten_cells.h5ad", "--label-key", "cell_type"], ["only 10 cells", "k = 15", "--k"]),
     "n_clusters_above_cells": Case(["--data", "{d}/good.h5ad", "--label-key", "cell_type", "--k", "3", "--n-clusters", "50"], ["n_clusters = 50", "40 cells"]),
     "spatial_without_coordinates": Case(["--data", "{d}/good.h5ad", "--label-key", "cell_type", "--task", "st"], ["obsm['spatial']", "--task sc"]),
+    "coordinates_under_another_key": Case(["--data", "{d}/x_spatial.h5ad", "--label-key", "cell_type", "--task", "st"],
+                                          ["no coordinates in obsm['spatial'] (it has obsm['X_spatial']: copy it to obsm['spatial'])"]),
+    "coordinates_in_obs_columns": Case(["--data", "{d}/obs_xy.h5ad", "--label-key", "cell_type", "--task", "st"],
+                                       ["(it has obs columns array_row, array_col: put them in obsm['spatial']"]),
     # -- more of the same kind
     "paper_dataset_without_url": Case(["--dataset", "tumor", "--data-dir", "{empty}"], ["{empty}/scrna/li_tumor.h5ad", "cblast.gao-lab.org"], offline=True),
     "garbage_h5ad": Case(["--data", "{d}/garbage.h5ad"], ["cannot read {d}/garbage.h5ad"]),
@@ -147,6 +151,12 @@ def write_inputs(d: Path) -> None:
     a.obsm["spatial"] = np.random.default_rng(1).normal(size=(40, 2))
     a.obs["cell_type"] = np.nan
     a.write_h5ad(d / "unlabelled_spatial.h5ad")
+    a = _anndata()
+    a.obsm["X_spatial"] = np.random.default_rng(1).normal(size=(40, 2))
+    a.write_h5ad(d / "x_spatial.h5ad")
+    a = _anndata()
+    a.obs["array_row"], a.obs["array_col"] = np.arange(40), np.arange(40) % 7
+    a.write_h5ad(d / "obs_xy.h5ad")
     a = _anndata()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

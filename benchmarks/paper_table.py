@@ -7,6 +7,9 @@
       --runs-dir runs/smoke --output runs/smoke/RESULTS.md                                       a smoke test
   python benchmarks/paper_table.py --seeds-for pbmc10x=5,15,25      fewer seeds for one dataset (said in its row)
 
+The committed benchmarks/results/RESULTS.md is written only by the command recorded in it, or when ``--output`` names
+it: another command's table (a smoke test, a subset) needs its own ``--output``.
+
 Each (dataset, seed) is one run directory ``RUNS/<dataset>/seed<s>/`` written by ``scrcl.train.run.run``
 at the dataset's own settings (``configs/datasets/NAME.yaml`` for the paper's datasets, the generic
 defaults otherwise; ``--epochs`` and ``--set key=value`` override them for every dataset). A run whose
@@ -177,10 +180,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python benchmarks/paper_table.py" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
-    output = table_output(args.output, ROOT / "benchmarks" / "results" / "RESULTS.md", command)
 
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
+    if args.epochs is not None and sets.get("epochs", args.epochs) != args.epochs:
+        raise UserError(f"--epochs {args.epochs} and --set epochs={sets['epochs']} disagree; give one")
     names = table_datasets(args.datasets, args.data_dir, args.task)
     if not names:
         raise UserError("no dataset to run: none is available in the data directory; pass --data-dir or --datasets")
@@ -189,6 +193,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(seeds_for) - set(names))
     if unknown:
         raise UserError(f"--seeds-for names {', '.join(unknown)}, which is not among the table's datasets ({', '.join(names)})")
+    output = table_output(args.output, ROOT / "benchmarks" / "results" / "RESULTS.md", command)  # before any run
     results = [table_rows(name, args, seeds_for.get(name, seeds), sets) for name in names]
     text = render(results, command=command, started=started, seconds=time.perf_counter() - t0, seeds=seeds, runs_dir=args.runs_dir)
     atomic_write_text(output, text)

@@ -7,7 +7,11 @@
   python benchmarks/spatial_table.py --set weight_averaging=ema --set select=silhouette
                                        the published settings reported both ways: the label-free report, and the live
                                        weights' final epoch (the reference's report) of the same runs
-  python benchmarks/spatial_table.py --datasets dlpfc_151673 --seeds 5 --set epochs=2 --set hidden_dim=32   a smoke test
+  python benchmarks/spatial_table.py --datasets dlpfc_151673 --seeds 5 --epochs 2 --set hidden_dim=32 \
+      --runs-dir runs/smoke --output runs/smoke/SPATIAL.md                                     a smoke test
+
+The committed results file (benchmarks/results/SPATIAL.md, SPATIAL_generic.md) is written only by the command recorded
+in it, or when ``--output`` names it: another command's table (a smoke test, a subset) needs its own ``--output``.
 
 Each (slice, seed) is one run directory ``RUNS/<published|generic>/<slice>/seed<s>/`` written by
 ``scrcl.train.run.run``. ``--config published`` (the default) runs each slice at its published settings
@@ -206,8 +210,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     t0, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M %Z")
     command = "python benchmarks/spatial_table.py" + "".join(f" {shlex.quote(str(a))}" for a in (sys.argv[1:] if argv is None else argv))
-    output = table_output(args.output, ROOT / "benchmarks" / "results" / ("SPATIAL.md" if args.config == "published"
-                                                                           else "SPATIAL_generic.md"), command)
 
     seeds = parse_seeds(args.seeds)
     sets = parse_sets(args.set)
@@ -222,6 +224,8 @@ def main(argv=None) -> int:
     unknown = sorted(set(seeds_for) - set(names))
     if unknown:
         raise UserError(f"--seeds-for names {', '.join(unknown)}, which is not among the table's slices ({', '.join(names)})")
+    output = table_output(args.output, ROOT / "benchmarks" / "results" / ("SPATIAL.md" if args.config == "published"
+                                                                           else "SPATIAL_generic.md"), command)  # before any run
     quiet_libraries()
     results = [slice_rows(name, args.config, args, seeds_for.get(name, seeds), sets) for name in names]
     text = render(results, mode=args.config, command=command, started=started, seconds=time.perf_counter() - t0,

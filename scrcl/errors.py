@@ -39,7 +39,8 @@ class Interrupted(BaseException):
     epoch (None: no epoch had finished, or the signal came before training). ``exit_code`` is the shell's
     128 + signal number (143, 130), so a batch system never takes it for success."""
 
-    def __init__(self, signum: int, epoch: int | None = None, run_dir=None):
+    def __init__(self, signum: int, epoch: int | None = None, run_dir=None, same_command: bool = False):
+        """``same_command``: the run belongs to a script that continues it when run again (a results table)."""
         import signal
 
         self.signum, self.epoch, self.run_dir = int(signum), epoch, run_dir
@@ -54,26 +55,23 @@ class Interrupted(BaseException):
                     f"python train.py --resume {run_dir}")
         else:
             text = f"interrupted ({name}) at epoch {epoch}; continue with: python train.py --resume {run_dir}"
+        if same_command and run_dir is not None:
+            text = (text.split(";")[0] + f"; run the same command again to continue: its finished runs are kept, and "
+                    f"{run_dir} continues from its checkpoint" + ("" if epoch is not None else ", if it has one"))
         super().__init__(text)
 
 
 def run_entry(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a command-line ``main``: a :class:`UserError` becomes one line on stderr and its exit code; so does an
     :class:`Interrupted` (a table or study script stopped by SIGTERM or Ctrl-C during one of its runs: that run
-    ended after its epoch with a checkpoint, and the line says to run the same command again, which continues it),
-    with 128 + the signal number."""
+    ended after its epoch with a checkpoint, and the line says how to continue), with 128 + the signal number."""
     try:
         return main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except Interrupted as err:
-        text = str(err)
-        if err.run_dir is not None and "python train.py --resume" in text:  # a script's run: the script resumes it
-            text = text.split(";")[0] + (f"; run the same command again to continue: its finished runs are kept, and "
-                                         f"{err.run_dir} continues from its checkpoint"
-                                         + ("" if err.epoch is not None else ", if it has one"))
-        print(text, file=sys.stderr)
+        print(err, file=sys.stderr)
         return err.exit_code
 
 

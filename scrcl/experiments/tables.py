@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scrcl.errors import UserError
+from scrcl.errors import Interrupted, UserError
 from scrcl.eval.metrics import SCORES, mean_std_text, paired_difference_text
 from scrcl.train.config import method_keys as config_method_keys, parse_seeds, read_config_file, resolve_config, run_defaults
 
@@ -72,10 +72,21 @@ def table_output(output: Path | None, default: Path, command: str) -> Path:
     if output is not None or not default.exists():
         return output or default
     recorded = next((line for line in default.read_text(errors="replace").splitlines() if line.startswith("- Command: `")), None)
-    if recorded is not None and recorded.rstrip() != f"- Command: `{command}`":
+    if recorded is not None and _tokens(recorded.rstrip()[12:-1]) != _tokens(command):
         raise UserError(f"{shown_path(default)} holds the table of another command ({recorded.rstrip()[12:-1]}); give "
                         f"--output FILE for this one, or --output {shown_path(default)} to replace it")
     return default
+
+
+def _tokens(command: str) -> list[str]:
+    """A command line as its words, ``--key=value`` as ``--key value``: the same command however it was spelled."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return [command]
+    return [part for word in words for part in (word.split("=", 1) if word.startswith("--") else [word])]
 
 
 def check_same_settings(run_dir: Path, config: dict) -> None:
@@ -132,7 +143,10 @@ def scrcl_run(config: dict, run_dir: Path, runs_dir: Path, seed: int, keep_check
         started = read_config_file(run_dir / "config.yaml", "the run's config").get("seed")
         if started != seed:
             raise UserError(f"{run_dir} holds a run of seed {started}, not seed {seed}; move it or remove it")
-    runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))
+    try:
+        runner.run(config, resume_dir=resume, log=lambda line: print(f"{label} {line}", flush=True))
+    except Interrupted as err:  # the table's own command continues this run, and keeps the finished ones
+        raise Interrupted(err.signum, err.epoch, err.run_dir, same_command=True) from None
     if not keep_checkpoints:  # at d = 1500 each is ~170 MB; the finished run does not need it
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return finished_run(run_dir)

@@ -144,6 +144,9 @@ def _train(args) -> int:
             if not (named.get("dataset") or named.get("data")):  # --config may name them
                 overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
         config = resolve_config(config_file=args.config, overrides=overrides)
+        if overrides.get("seed") is not None and config.get("seeds"):  # e.g. seeds from --config: --seed would be ignored
+            raise UserError(f"--seed {overrides['seed']} is one run, but the config lists seeds {config['seeds']} (from "
+                            "--config): give --seeds, or a config without seeds")
         if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
             from datamodules.loading import spatial_note
 

@@ -52,6 +52,8 @@ def _what_to_delete(damaged: Path) -> str:
     """The advice for a damaged checkpoint: a ``last.ckpt`` of its own has the periodic checkpoint beside it to resume
     from; a damaged periodic one (or the link to it) leaves nothing, and the run trains again from its first epoch."""
     periodic = damaged.parent / "periodic.ckpt"
+    if damaged.name.startswith("hpc_ckpt_"):  # a requeue's, in the run directory: the run's other checkpoints remain
+        return "delete it and --resume continues from the run's previous checkpoint, if it has one"
     if damaged.name == "last.ckpt" and not damaged.is_symlink() and periodic.exists():
         return "delete it and --resume continues from the periodic checkpoint beside it"
     return f"delete {damaged.parent} and --resume trains the run again from its first epoch"
@@ -105,11 +107,8 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         ]
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    found = resume_checkpoint(run_dir) if resume and run_dir is not None else None
+    found = resume_checkpoint(run_dir) if resume and run_dir is not None else None  # a requeue's, a signal's, a periodic one
     ckpt_path = str(found) if found is not None else None
-    hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda f: int(f.stem.rsplit("_", 1)[1])) if resume and run_dir else []
-    if hpc:  # saved by Lightning on SLURM's requeue signal (SIGUSR1), newer than any periodic checkpoint
-        ckpt_path = str(hpc[-1])
     try:
         trainer = L.Trainer(
             max_epochs=config["epochs"],

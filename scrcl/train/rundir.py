@@ -110,9 +110,15 @@ def claim_run_dir(root: Path, named: bool) -> Path:
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint ``--resume`` continues a run from: ``last.ckpt`` (a signal's, or a link to the newest periodic
-    one), else ``periodic.ckpt`` (what is left once a damaged ``last.ckpt`` was deleted); None without either."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    """The checkpoint ``--resume`` continues a run from: the newest ``hpc_ckpt_N.ckpt`` (Lightning's, on SLURM's requeue
+    signal, in the run directory; newer than any other), else ``checkpoints/last.ckpt`` (a signal's, or a link to the
+    newest periodic one), else ``checkpoints/periodic.ckpt`` (what is left once a damaged ``last.ckpt`` was deleted);
+    None without any."""
+    run_dir = Path(run_dir)
+    hpc = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda f: int(f.stem.rsplit("_", 1)[1]) if f.stem.rsplit("_", 1)[1].isdigit() else -1)
+    if hpc:
+        return hpc[-1]
+    ckpt_dir = run_dir / "checkpoints"
     return next((ckpt_dir / name for name in ("last.ckpt", "periodic.ckpt") if (ckpt_dir / name).exists()), None)
 
 

@@ -93,6 +93,21 @@ def test_resuming_from_a_truncated_checkpoint_is_one_line_naming_it(tmp_path, fi
     assert said.startswith(reason) and said[len(reason):][:2] in ("", ". ", "."), (reason, said)  # a whole sentence
 
 
+def test_resume_takes_the_newest_requeue_checkpoint_then_last_then_periodic(tmp_path):
+    from scrcl.train.rundir import resume_checkpoint
+    from scrcl.train.run import _what_to_delete
+
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    assert resume_checkpoint(run) is None
+    for name in ("checkpoints/periodic.ckpt", "checkpoints/last.ckpt", "hpc_ckpt_2.ckpt", "hpc_ckpt_10.ckpt"):
+        (run / name).write_bytes(b"")
+    for expected in ("hpc_ckpt_10.ckpt", "hpc_ckpt_2.ckpt", "checkpoints/last.ckpt", "checkpoints/periodic.ckpt"):
+        assert resume_checkpoint(run) == run / expected  # 10 after 2: by number, not by name
+        (run / expected).unlink()
+    assert "continues from the run's previous checkpoint" in _what_to_delete(run / "hpc_ckpt_3.ckpt")  # not: delete the run
+
+
 def test_a_truncated_last_checkpoint_beside_a_periodic_one_resumes_from_that_as_the_line_says(tmp_path, data_dir):
     """The line said "delete it to resume from the periodic checkpoint beside it", but --resume only looked for
     last.ckpt: following it trained the run again from epoch 0."""
@@ -352,6 +367,8 @@ def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, fin
     ("a folder named like a file", ["--data", "FOLDER", "--n-clusters", "3"], "is a folder, not a file; --data takes an .h5ad"),
     ("--seed beside --seeds (it was ignored)", ["--dataset", "pollen", "--seed", "7", "--seeds", "5,15"],
      "give --seed 7 (one run) or --seeds 5,15 (one run each), not both"),
+    ("--seed beside seeds from --config", ["--dataset", "pollen", "--seed", "7", "--config", "SEEDS"],
+     "--seed 7 is one run, but the config lists seeds [5, 15] (from --config)"),
 ])
 def test_a_mistake_in_the_command_line_is_one_line_before_any_data_is_read(case, args, message, tmp_path, data_dir):
     """Each was a traceback: the flags were parsed outside the one-line handler, a non-UTF-8 file and a run's broken
@@ -362,8 +379,9 @@ def test_a_mistake_in_the_command_line_is_one_line_before_any_data_is_read(case,
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.yaml").write_text("seed: [5\n")
     (tmp_path / "mine.h5ad").mkdir()
+    (tmp_path / "seeds.yaml").write_text("seeds: 5,15\n")
     args = [{"BINARY": tmp_path / "binary.yaml", "BROKEN_RUN": tmp_path / "broken", "FOLDER": tmp_path / "mine.h5ad",
-             "MISSING": tmp_path / "missing"}.get(a, a)
+             "MISSING": tmp_path / "missing", "SEEDS": tmp_path / "seeds.yaml"}.get(a, a)
             for a in args]
     line = one_error_line(train(tmp_path, data_dir, *args, "--output", tmp_path / "runs"))
     assert message in line, line

@@ -154,6 +154,7 @@ def test_a_table_of_another_command_is_not_replaced_without_output(tmp_path):
     assert table_output(None, committed, "python benchmarks/paper_table.py") == committed  # nothing there yet
     committed.write_text("# Results\n\n- Command: `python benchmarks/paper_table.py --seeds 5,15`\n")
     assert table_output(None, committed, "python benchmarks/paper_table.py --seeds 5,15") == committed  # the same table again
+    assert table_output(None, committed, "python benchmarks/paper_table.py --seeds=5,15") == committed  # spelled otherwise
     with pytest.raises(UserError, match=r"holds the table of another command \(python benchmarks/paper_table.py --seeds "
                                         r"5,15\); give --output FILE for this one, or --output .*RESULTS.md to replace it"):
         table_output(None, committed, "python benchmarks/paper_table.py --datasets pbmc68k --epochs 2")

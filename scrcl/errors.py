@@ -6,6 +6,7 @@ value). Entry points print its message as a single line and exit with status 2, 
 
 
 import argparse
+import shlex
 import sys
 from typing import Callable
 
@@ -52,9 +53,9 @@ class Interrupted(BaseException):
                 text = f"interrupted ({name}) at epoch {epoch}; nothing was kept (no run directory)"
         elif epoch is None:
             text = (f"interrupted ({name}) before an epoch was saved; continue from the last checkpoint, if any, with: "
-                    f"python train.py --resume {run_dir}")
+                    f"python train.py --resume {shlex.quote(str(run_dir))}")
         else:
-            text = f"interrupted ({name}) at epoch {epoch}; continue with: python train.py --resume {run_dir}"
+            text = f"interrupted ({name}) at epoch {epoch}; continue with: python train.py --resume {shlex.quote(str(run_dir))}"
         if same_command and run_dir is not None:
             text = (text.split(";")[0] + f"; run the same command again to continue: its finished runs are kept, and "
                     f"{run_dir} continues from its checkpoint" + ("" if epoch is not None else ", if it has one"))

@@ -152,10 +152,7 @@ class ClusteringEvaluator(L.Callback):
             truth = np.array([names[v] if v >= 0 else "unlabelled" for v in y], dtype=object)
         path = self.run_dir / ("umap_final.png" if final else f"umap/epoch_{epoch:04d}.png")
         umap_figure(result["embedding"], result["pred"], truth, path, title=f"scRCL embedding, epoch {epoch}", seed=self.seed)
-        for logger in trainer.loggers:
-            log_image = getattr(logger, "log_image", None)
-            if log_image is not None:
-                log_image(key="umap_final" if final else "umap", images=[str(path)], step=trainer.global_step)
+        _log_image(trainer, "umap_final" if final else "umap", path)
 
     def _domain_map(self, trainer, result, epoch, final):
         """Spatial data: spots on the tissue by predicted domain (refined, raw) beside the annotation."""
@@ -174,10 +171,7 @@ class ClusteringEvaluator(L.Callback):
         domain_map_figure(coords.cpu().numpy(), result["pred"], path, truth=truth, radius=self.radius,
                           pred_unrefined=result["pred_unrefined"] if self.radius > 0 else None,
                           title=f"scRCL spatial domains, epoch {epoch}")
-        for logger in trainer.loggers:
-            log_image = getattr(logger, "log_image", None)
-            if log_image is not None:
-                log_image(key="domains_final" if final else "domains", images=[str(path)], step=trainer.global_step)
+        _log_image(trainer, "domains_final" if final else "domains", path)
 
     # -- hooks ------------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, pl_module):
@@ -256,6 +250,16 @@ class AveragedWeights(L.Callback):
                 self.model.load_state_dict(state_dict["averaged"])
             else:
                 self._pending = state_dict["averaged"]
+
+
+def _log_image(trainer, key: str, path) -> None:
+    """An image to the loggers that take images (W&B), on the step of the scores of the same epoch: Lightning logs an
+    epoch's metrics at the epoch's last step, ``global_step - 1`` once the epoch's one step is done (at
+    ``global_step`` an image landed one step after its scores, and the step axis went 1, 0, 2, 1, …)."""
+    for logger in trainer.loggers:
+        log_image = getattr(logger, "log_image", None)
+        if log_image is not None:
+            log_image(key=key, images=[str(path)], step=max(trainer.global_step - 1, 0))
 
 
 class GracefulStop(L.Callback):

@@ -80,8 +80,26 @@ def make_loggers(config: dict, run_dir: Path, seed: int, resume_epoch: int | Non
                     group=config.get("wandb_group") or run_dir.parent.name,
                     save_dir=str(run_dir),
                     config={**{k: v for k, v in config.items()}, "seed": seed},
+                    **_wandb_identity(run_dir, resume_epoch is not None),
                 )
             )
     return loggers
+
+
+def _wandb_identity(run_dir: Path, resuming: bool) -> dict:
+    """The W&B run id, kept in RUN/wandb/run_id: a resumed run continues its W&B run (its steps following on from the
+    checkpoint's) instead of opening a second one of the same name; a new run gets a new id."""
+    path = Path(run_dir) / "wandb" / "run_id"
+    if resuming and path.is_file():
+        kept = path.read_text().strip()
+        if kept:
+            return {"id": kept, "resume": "allow"}  # (Lightning's default too; said here, where it matters)
+    import secrets
+    import string
+
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's own id form
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, run_id + "\n")
+    return {"id": run_id}
 
 

@@ -8,6 +8,7 @@ A run directory holds ``config.yaml``, ``metrics.json``, ``result.h5ad``, ``hist
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import signal
 import time
@@ -135,7 +136,9 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:  # Lightning's stop after a signal (SystemExit(None): it would exit 0)
-        raise Interrupted(stop.signum or signal.SIGTERM, trainer.current_epoch, run_dir) from None
+        signum = stop.signum or signal.SIGTERM
+        _finish_wandb(trainer, exit_code=128 + signum)  # marked as stopped (it said exit 0), before the line that says so
+        raise Interrupted(signum, trainer.current_epoch, run_dir) from None
     finally:
         _IN_FIT = False
     seconds = clock.seconds()  # including the seconds before a resume
@@ -144,10 +147,8 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         evaluator.final = {"epoch": trainer.current_epoch, "scores": scores, **result}
     if ckpt_dir is not None:
         trainer.save_checkpoint(str(ckpt_dir / "last.ckpt"))
-    for logger in trainer.loggers:  # close W&B now, so its sign-off is not printed after our result line
-        if type(logger).__name__ == "WandbLogger":
-            logger.experiment.finish()
     final = evaluator.reported()  # the final epoch, or the evaluation chosen by ``select`` (no labels)
+    _finish_wandb(trainer, summary=_reported_summary(final, evaluator))  # now: its sign-off before our result line
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {
         "final": final,
@@ -162,6 +163,27 @@ def train_one(config: dict, datamodule, seed: int, run_dir: Path | None, resume:
         "gpu_peak_mb": gpu_peak,
         "module": module,
     }
+
+
+def _finish_wandb(trainer, *, summary: dict | None = None, exit_code: int = 0) -> None:
+    """End the W&B run (if any), with the reported figures in its summary or the exit status of a stopped run."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", True) is not None:  # started
+            if summary:
+                logger.experiment.summary.update(summary)
+            logger.experiment.finish(exit_code=exit_code)
+
+
+def _reported_summary(final: dict, evaluator) -> dict:
+    """What the run reports, for the W&B summary (whose ``val/*`` hold the last evaluation logged, the final epoch's):
+    ``reported/*`` the evaluation metrics.json reports (the final epoch, or the one the label-free ``select`` chose),
+    ``final/*`` the final epoch's, and the best-by-label figures under their ``oracle_`` names."""
+    out = {f"reported/{k}": float(v) for k, v in final["scores"].items()}
+    out["reported/epoch"] = int(final["epoch"])
+    out["reported/selected_by"] = evaluator.select if final is not evaluator.final else "final epoch"
+    out.update({f"final/{k}": float(v) for k, v in (evaluator.final or {}).get("scores", {}).items()})
+    out.update({k: v for k, v in evaluator.oracle().items() if k.startswith("oracle_")})
+    return out
 
 
 def _undo(made: Path, keep_folder: bool) -> None:
@@ -211,7 +233,7 @@ def run(config: dict, *, adata=None, resume_dir: Path | None = None, log=print) 
         kept = root == wanted and not missing
     owner = root / OWNER  # this process runs here until it returns: a launcher never clears a directory in use
     if not take(owner):
-        raise UserError(f"{root} is being run by {owner_state(owner)[1]}; wait for it to finish or stop it, then --resume {root}")
+        raise UserError(f"{root} is being run by {owner_state(owner)[1]}; wait for it to finish or stop it, then --resume {shlex.quote(str(root))}")
     try:
         quiet_libraries()
         check_accelerator(config.get("accelerator", "auto"), str(config.get("precision", "32-true")))  # before the data: preprocessing can take minutes

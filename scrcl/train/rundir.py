@@ -7,6 +7,7 @@ replaces it), so two runs never share one; a claim left by a process of this hos
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def claim_run_dir(root: Path, named: bool) -> Path:
     except OSError as err:
         raise UserError(f"cannot create the run directory {root} ({err.strerror or err}); choose another --output") from None
     raise UserError(f"run directory {root} is taken by another run (it holds a config.yaml); choose another --run-name, "
-                    f"or continue it with --resume {root}")
+                    f"or continue it with --resume {shlex.quote(str(root))}")
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:

@@ -424,3 +424,10 @@ def test_an_h5ad_without_an_expression_matrix_is_one_line(tmp_path, data_dir):
                                 "--run-name", "myrun"))
     assert "has no expression matrix" in line and list((tmp_path / "mine").iterdir()) == [tmp_path / "mine" / "myrun"]
     assert not list((tmp_path / "mine" / "myrun").iterdir())
+
+
+def test_the_resume_line_of_a_run_name_with_a_space_can_be_pasted():
+    """"--resume runs/my run" was printed unquoted: pasted, it read as two arguments."""
+    from scrcl.errors import Interrupted
+
+    assert str(Interrupted(15, 3, "runs/my run")).endswith("continue with: python train.py --resume 'runs/my run'")

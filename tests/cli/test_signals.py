@@ -85,14 +85,19 @@ def test_sigterm_ends_after_the_epoch_and_a_slurm_requeue_continues_bit_for_bit(
 
 
 def test_ctrl_c_ends_after_the_epoch_with_exit_130(tmp_path, data_dir, uninterrupted):
-    code, out = signal_when(start(tmp_path, data_dir, "c"), signal.SIGINT, "epoch 5/30")
+    """With W&B (offline), the resumed run continues the same W&B run: it opened a second one of the same name."""
+    wandb = {"WANDB_MODE": "offline", "HOME": str(tmp_path / "home")}
+    code, out = signal_when(start(tmp_path, data_dir, "c", **wandb), signal.SIGINT, "epoch 5/30")
     run_dir = tmp_path / "runs" / "c"
     assert code == 130, out
     assert out.splitlines()[-1].startswith("interrupted (SIGINT) at epoch ") and "Traceback" not in out
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(run_dir), "--no-progress"], cwd=ROOT,
-                          env=env(tmp_path, data_dir), capture_output=True, text=True, timeout=600)
+                          env=env(tmp_path, data_dir, **wandb), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(embedding(run_dir), uninterrupted)
+    segments = sorted((run_dir / "wandb").glob("offline-run-*"))  # one folder per process, named after the run's id
+    assert len(segments) == 2 and len({s.name.rsplit("-", 1)[1] for s in segments}) == 1, segments
+    assert segments[0].name.endswith((run_dir / "wandb" / "run_id").read_text().strip())
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

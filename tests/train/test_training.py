@@ -262,3 +262,50 @@ def test_with_wandb_disabled_the_loggers_leave_the_environment_alone(tmp_path, m
     loggers = make_loggers({"logger": "wandb"}, tmp_path / "run", seed=5)
     assert [type(logger).__name__ for logger in loggers] == ["CSVLogger"]
     assert "WANDB_CACHE_DIR" not in os.environ
+
+
+def test_a_resumed_run_keeps_its_wandb_run_and_a_new_run_gets_its_own(tmp_path, monkeypatch):
+    """--resume opened a second W&B run of the same name (its steps starting again at 0): the id is kept in the run."""
+    from scrcl.train.loggers import make_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))  # as a user's own: left where it is
+
+    def init(**kwargs):
+        wandb = [logger for logger in make_loggers({"logger": "wandb"}, tmp_path / "run", seed=5, **kwargs)
+                 if type(logger).__name__ == "WandbLogger"]
+        return wandb[0]._wandb_init
+
+    first = init()
+    assert first["id"] == (tmp_path / "run" / "wandb" / "run_id").read_text().strip()
+    again = init(resume_epoch=7)
+    assert (again["id"], again["resume"]) == (first["id"], "allow")
+    assert init()["id"] != first["id"]  # a new run in the same place (after the old one was removed)
+
+
+def test_the_wandb_summary_holds_what_the_run_reports_beside_the_final_and_oracle_figures():
+    """W&B's summary held the last logged val/* (the final epoch) while the run reported the epoch that select chose."""
+    from types import SimpleNamespace
+
+    from scrcl.train.run import _reported_summary
+
+    last = {"epoch": 40, "scores": {"ari": 0.33, "nmi": 0.56}}
+    chosen = {"epoch": 15, "scores": {"ari": 0.37, "nmi": 0.58}, "criterion": 0.61}
+    evaluator = SimpleNamespace(select="silhouette", final=last, oracle=lambda: {"oracle_epoch": 10, "oracle_ari": 0.4})
+    assert _reported_summary(chosen, evaluator) == {
+        "reported/ari": 0.37, "reported/nmi": 0.58, "reported/epoch": 15, "reported/selected_by": "silhouette",
+        "final/ari": 0.33, "final/nmi": 0.56, "oracle_epoch": 10, "oracle_ari": 0.4}
+    assert _reported_summary(last, SimpleNamespace(select="final", final=last, oracle=dict))["reported/selected_by"] == "final epoch"
+
+
+def test_an_image_goes_to_the_step_of_its_epochs_scores():
+    """Lightning logs an epoch's scores at global_step - 1; the UMAP went to global_step, one step later."""
+    from types import SimpleNamespace
+
+    from scrcl.train.callbacks import _log_image
+
+    steps = []
+    logger = SimpleNamespace(log_image=lambda key, images, step: steps.append((key, step)))
+    _log_image(SimpleNamespace(loggers=[logger], global_step=3), "umap", "u.png")
+    _log_image(SimpleNamespace(loggers=[SimpleNamespace()], global_step=0), "umap", "u.png")  # a CSV logger: no images
+    assert steps == [("umap", 2)]

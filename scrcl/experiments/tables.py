@@ -15,6 +15,7 @@ import numpy as np
 
 from scrcl.errors import Interrupted, UserError
 from scrcl.eval.metrics import SCORES, mean_std_text, paired_difference_text
+from scrcl.train.results import code_version  # noqa: F401  (the scripts' and studies' import of it)
 from scrcl.train.config import method_keys as config_method_keys, parse_seeds, read_config_file, resolve_config, run_defaults
 
 DEFAULT_SEEDS = "5,15,25,35,45"
@@ -284,24 +285,6 @@ def machine() -> str:
     return f"{platform.node()}, {cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}"
 
 
-def code_version(root: Path) -> str:
-    """The checkout's commit (short), with ``+changes`` when tracked files other than results differ from it;
-    ``unknown`` outside git."""
-    import subprocess
-
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        # the results files a benchmark appends to are not code: a row written after another row is still clean
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)benchmarks/results", ":(exclude)studies/results"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-
-
 def shown_path(path) -> str:
     """A path as a results file shows it: relative to the working directory when inside it (a table travels with the
     repository; the machine it was made on is named once, in the header), else as given."""
@@ -425,7 +408,11 @@ def header_lines(results: list[dict], *, command: str, started: str, seconds: fl
     precision, device and threads, and the time of this invocation beside the runs' summed training time."""
     n_runs = sum(len(r["scrcl"]) for r in results)
     train_s = sum(m.get("seconds", 0.0) for r in results for m in r["scrcl"])
-    return [f"- Command: `{command}`", f"- Date: {started}; machine: {machine()}", run_conditions(results),
+    codes: dict = {}
+    for m in (m for r in results for m in r["scrcl"]):
+        codes[m.get("code", "not recorded")] = codes.get(m.get("code", "not recorded"), 0) + 1
+    code_line = "- Code of the runs (metrics.json): " + ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in sorted(codes.items()))
+    return [f"- Command: `{command}`", f"- Date: {started}; machine: {machine()}", run_conditions(results), code_line,
             f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "
             f"(from their metrics.json, including runs done by earlier invocations): {train_s / 60:.1f} min"]
 

@@ -38,6 +38,25 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
+def code_version(root: Path | None = None) -> str:
+    """The checkout's commit (short), with ``+changes`` when tracked files other than results differ from it;
+    ``unknown`` outside git (e.g. an installed copy). ``root``: the checkout (default: this package's)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2] if root is None else root
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        # the results files a benchmark appends to are not code: a row written after another row is still clean
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results", ":(exclude)studies/results"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def package_versions() -> dict:
     out = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -100,6 +119,7 @@ def write_results(run_dir: Path, config: dict, datamodule, seed: int, outcome: d
         "torch_threads": torch_threads(),
         "data": {**datamodule.provenance, **datamodule.prepared.uns["preprocess"], "setup": datamodule.timings},
         "versions": package_versions(),
+        "code": code_version(),  # the commit the run was made with: a table reading old runs says which
     }
     write_json(run_dir / "metrics.json", metrics)
     if outcome["history"]:

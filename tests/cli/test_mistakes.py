@@ -328,6 +328,9 @@ def test_metrics_json_of_a_finished_run_is_valid(finished_run):
     assert metrics["oracle_ari"] >= metrics["ari"]  # the best by labels over the evaluations: an analysis figure only
     assert sum(metrics["cluster_sizes"]) == metrics["n_cells"] and len(metrics["cluster_sizes"]) == metrics["n_clusters"]
     assert metrics["train_seconds"] > 0 and metrics["seconds"] >= metrics["train_seconds"]
+    from scrcl.train.results import code_version
+
+    assert metrics["code"] == code_version() != "unknown"  # the commit the run was made with (this checkout's)
 
 
 def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, finished_run, data_dir):

@@ -159,3 +159,13 @@ def test_a_table_of_another_command_is_not_replaced_without_output(tmp_path):
                                         r"5,15\); give --output FILE for this one, or --output .*RESULTS.md to replace it"):
         table_output(None, committed, "python benchmarks/paper_table.py --datasets pbmc68k --epochs 2")
     assert table_output(committed, committed, "python benchmarks/paper_table.py --epochs 2") == committed  # asked for
+
+
+def test_the_header_names_the_code_of_the_runs_it_reads():
+    """A table reads runs made by earlier invocations, maybe by other code: it says which commits, from metrics.json."""
+    from scrcl.experiments.tables import header_lines
+
+    results = dataset_rows([run(5, code="abc1234"), run(15, code="abc1234"), run(25)])
+    results[0]["config"] = {"precision": "32-true"}
+    lines = header_lines(results, command="python benchmarks/paper_table.py", started="today", seconds=60.0)
+    assert "- Code of the runs (metrics.json): abc1234 (2 runs), not recorded (1 run)" in lines

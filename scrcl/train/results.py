@@ -43,8 +43,11 @@ def code_version(root: Path | None = None) -> str:
     ``unknown`` outside git (e.g. an installed copy). ``root``: the checkout (default: this package's)."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[2] if root is None else root
+    root = Path(__file__).resolve().parents[2] if root is None else Path(root).resolve()
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True, timeout=10)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:  # e.g. installed in a venv inside another repo
+            return "unknown"
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         # the results files a benchmark appends to are not code: a row written after another row is still clean
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",

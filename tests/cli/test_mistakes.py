@@ -331,6 +331,7 @@ def test_metrics_json_of_a_finished_run_is_valid(finished_run):
     from scrcl.train.results import code_version
 
     assert metrics["code"] == code_version() != "unknown"  # the commit the run was made with (this checkout's)
+    assert code_version(ROOT / "scrcl") == "unknown"  # inside another checkout (a venv in a user's repo): not its commit
 
 
 def test_resuming_a_run_that_another_process_is_running_is_refused(tmp_path, finished_run, data_dir):

@@ -110,7 +110,7 @@ def load_file(path: str | os.PathLike, *, label_key: str | None = None, task: st
         raise UserError(f"{path} does not exist; check the path given to --data")
     reader = sniff_reader(path)
     adata, note = with_raw_if_x_unusable(READERS[reader](path), path.name)
-    label_note = _attach_labels(adata, label_key, required=True, where=path.name)
+    label_note = _attach_labels(adata, label_key, required=True, where=str(path))
     task = task or ("st" if "spatial" in adata.obsm else "sc")
     return Loaded(adata, task, {"dataset": path.stem, "reader": reader, "files": {"data": str(path)}, "paper_dataset": False,
                                 "notes": [n for n in (note, label_note) if n]})

@@ -408,9 +408,9 @@ def header_lines(results: list[dict], *, command: str, started: str, seconds: fl
     precision, device and threads, and the time of this invocation beside the runs' summed training time."""
     n_runs = sum(len(r["scrcl"]) for r in results)
     train_s = sum(m.get("seconds", 0.0) for r in results for m in r["scrcl"])
-    codes: dict = {}
-    for m in (m for r in results for m in r["scrcl"]):
-        codes[m.get("code", "not recorded")] = codes.get(m.get("code", "not recorded"), 0) + 1
+    from collections import Counter
+
+    codes = Counter(m.get("code", "not recorded") for r in results for m in r["scrcl"])
     code_line = "- Code of the runs (metrics.json): " + ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in sorted(codes.items()))
     return [f"- Command: `{command}`", f"- Date: {started}; machine: {machine()}", run_conditions(results), code_line,
             f"- Total time of this invocation: {seconds / 60:.1f} min; scRCL run time summed over the {n_runs} runs "

@@ -219,11 +219,11 @@ def aggregate_table(runs: list[dict]) -> str:
 
 def _seeds_text(seeds) -> str:
     """``5, 15, 25``; a seed run more than once is marked ``5 ×2``."""
-    counts: dict = {}
-    for seed in seeds:
-        if seed is not None:
-            counts[seed] = counts.get(seed, 0) + 1
-    return "–" if not counts else ", ".join(f"{s}" + (f" ×{n}" if n > 1 else "") for s, n in sorted(counts.items(), key=lambda kv: (not isinstance(kv[0], int), str(kv[0]).zfill(12))))
+    from collections import Counter
+
+    counts = Counter(seed for seed in seeds if seed is not None)
+    order = sorted(counts, key=lambda s: (not isinstance(s, int), s if isinstance(s, int) else 0, str(s)))  # 5, 15, 25
+    return ", ".join(f"{s}" + (f" ×{counts[s]}" if counts[s] > 1 else "") for s in order) or "–"
 
 
 def _refuse_conflicts(args) -> None:

@@ -33,7 +33,6 @@ import platform
 import resource
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from datamodules.datamodule import ScRCLDataModule
 from datamodules.registry import DATA_DIR_HELP
-from scrcl.experiments.launcher import run_child
+from scrcl.experiments.launcher import run_child, stop_if_signalled
 from scrcl.experiments.tables import parse_sets
 from scrcl.experiments.timing import autocast_dtype, first_optimizer, timed_epoch
 from scrcl.train.module import build_module
@@ -317,10 +316,7 @@ def call_worker(kind: str, n: int, args, work: Path, **options) -> dict | None:
     LOAD.append(os.getloadavg()[0])
     done = run_child(command, env=env, cwd=ROOT)  # a SIGTERM to the driver stops its worker too
     code = done.returncode
-    if done.stopped_by is not None:  # SIGTERM or Ctrl-C: the benchmark stops, not just this worker
-        print(f"interrupted ({signal.Signals(done.stopped_by).name}) during {kind} N={n}; run the same command again",
-              file=sys.stderr)
-        raise SystemExit(128 + done.stopped_by)
+    stop_if_signalled(done, f"{kind} N={n}")  # SIGTERM or Ctrl-C: the benchmark stops, not just this worker
     LOAD.append(os.getloadavg()[0])
     if code != 0 or not result.exists():
         print(f"[scaling] {kind} N={n} {options or ''} failed (exit {code})", file=sys.stderr, flush=True)

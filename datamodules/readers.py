@@ -12,6 +12,7 @@ Readers raise :class:`UserError` for a corrupt or unsupported file; nothing here
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -139,10 +140,11 @@ def _read_positions(path: Path) -> pd.DataFrame:
     expected = ("expected Space Ranger's comma-separated barcode, in_tissue, array_row, array_col, pxl_row(_in_fullres), "
                 "pxl_col(_in_fullres)")
     try:
-        first = next((line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()), "")
+        text = path.read_text(encoding="utf-8-sig")
+        first = next((line for line in text.splitlines() if line.strip()), "")
         if not first:
             raise UserError(f"{path} is empty; {expected}")
-        table = pd.read_csv(path, header=0 if first.lower().startswith("barcode") else None, encoding="utf-8-sig")
+        table = pd.read_csv(io.StringIO(text), header=0 if first.lower().startswith("barcode") else None)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise UserError(f"cannot read {path} as a positions table ({_first_line(err)}); {expected}")
     if table.shape[1] < len(POSITION_COLUMNS) or table.empty:

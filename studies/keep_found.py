@@ -35,7 +35,7 @@ import numpy as np
 from scrcl.atomic import atomic_write_text
 from scrcl.errors import CommandLineParser, UserError, output_file, run_entry, whole_number
 from scrcl.eval.metrics import mean_std_text
-from scrcl.experiments.launcher import run_child
+from scrcl.experiments.launcher import run_child, stop_if_signalled
 from scrcl.experiments.tables import code_version, machine
 from scrcl.train.config import parse_seeds
 
@@ -96,12 +96,8 @@ def train(args, dataset: str, schedule: str, seed: int) -> int:
                      stderr=subprocess.PIPE, text=True)
     print(f"{dataset} {schedule} seed {seed}: exit {done.returncode} in {time.perf_counter() - t0:.0f} s; "
           f"{(done.stdout.strip().splitlines() or [''])[-1]}", flush=True)
-    if done.stopped_by is not None:  # the study was signalled, and so was its run: both stop
-        import signal
-
-        print(f"interrupted ({signal.Signals(done.stopped_by).name}) during {dataset} {schedule} seed {seed}; run the same "
-              "command again to continue (that run resumes from its checkpoint, if it made one)", file=sys.stderr)
-        raise SystemExit(128 + done.stopped_by)
+    stop_if_signalled(done, f"{dataset} {schedule} seed {seed}", "run the same command again to continue (that run "
+                      "resumes from its checkpoint, if it made one)")  # the study was signalled, and so was its run
     if done.returncode != 0:
         print(done.stderr[-2000:], file=sys.stderr)
     return done.returncode

@@ -368,6 +368,16 @@ def run_child(command: list[str], **popen) -> subprocess.CompletedProcess:
     return done
 
 
+def stop_if_signalled(done: subprocess.CompletedProcess, during: str, then: str = "run the same command again") -> None:
+    """After :func:`run_child`: when this process was signalled meanwhile, one line saying so and the shell's exit
+    status 128 + the signal number (the child was stopped too)."""
+    import signal
+
+    if done.stopped_by is not None:
+        print(f"interrupted ({signal.Signals(done.stopped_by).name}) during {during}; {then}", file=sys.stderr)
+        raise SystemExit(128 + done.stopped_by)
+
+
 def last_line(path: Path) -> str:
     """The last non-empty line of a text file ('' if none)."""
     try:

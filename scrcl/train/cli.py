@@ -94,8 +94,6 @@ def _train(args) -> int:
     from scrcl.train.config import KEYS, bookkeeping_keys
 
     overrides = {k.name: getattr(args, k.name) for k in KEYS if k.flag}
-    if overrides.get("seed") is not None and overrides.get("seeds") is not None:  # --seed was ignored without a word
-        raise UserError(f"give --seed {overrides['seed']} (one run) or --seeds {overrides['seeds']} (one run each), not both")
     from scrcl.train import rundir
     from scrcl.train import run as runner
     from scrcl.train.results import final_line, spread_line
@@ -144,7 +142,10 @@ def _train(args) -> int:
             if not (named.get("dataset") or named.get("data")):  # --config may name them
                 overrides["dataset"] = "pbmc68k"  # the embedded default: ships inside scanpy, works offline
         config = resolve_config(config_file=args.config, overrides=overrides)
-        if overrides.get("seed") is not None and config.get("seeds"):  # e.g. seeds from --config: --seed would be ignored
+        if overrides.get("seed") is not None and config.get("seeds"):  # --seeds (a flag or --config's) ignored --seed
+            if overrides.get("seeds") is not None:
+                raise UserError(f"give --seed {overrides['seed']} (one run) or --seeds {overrides['seeds']} (one run each), "
+                                "not both")
             raise UserError(f"--seed {overrides['seed']} is one run, but the config lists seeds {config['seeds']} (from "
                             "--config): give --seeds, or a config without seeds")
         if config.get("data") and args.task is None and config["task"] == "sc":  # say so, never switch silently
